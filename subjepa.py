@@ -16,12 +16,30 @@ Shape letters used everywhere:
     B batch   T frames (time)   N patches   D embedding (192)   A raw action dim   F frameskip
     K subspaces (d = D/K each)  M random directions   S CEM samples   E planning problems   H horizon
 """
+import argparse
+import json
 import math
+import multiprocessing as mp
+import os
+import shutil
+import struct
+import sys
+import time
+import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
+import gymnasium as gym
+import mujoco
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
+
+
+class InputError(ValueError):
+    """Bad input (a missing file, a wrong flag): the scripts print it as one line, not a traceback."""
 
 # -----------------------------------------------------------------------------
 # Config and per-environment presets
@@ -64,6 +82,11 @@ PRESETS = {
     "reacher": dict(action_dim=2, subspaces=32),
     "cube": dict(action_dim=5, subspaces=32),
 }
+
+# A model for CPUs (1.2M parameters, ~0.3 s a step on 2 cores at batch 32): same architecture, narrower
+# and shallower. `train.py --small` uses it; the paper's size is the default.
+SMALL = dict(dim=96, enc_layers=4, enc_heads=3, enc_mlp=384, proj_hidden=512, act_hidden=192,
+             pred_layers=3, pred_heads=4, pred_head_dim=32, pred_mlp=384, num_proj=128)
 
 # -----------------------------------------------------------------------------
 # Transformer pieces, shared by the encoder and the predictor
@@ -121,7 +144,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         if cfg.img % cfg.patch:
-            raise ValueError(f"image size {cfg.img} is not a multiple of the patch size {cfg.patch}")
+            raise InputError(f"image size {cfg.img} is not a multiple of the patch size {cfg.patch}")
         n = (cfg.img // cfg.patch) ** 2
         self.patchify = nn.Conv2d(3, cfg.dim, cfg.patch, stride=cfg.patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
@@ -241,7 +264,7 @@ class SubspaceSIGReg(SIGReg):
     def __init__(self, dim, subspaces, num_proj=1024, knots=17, seed=0):
         super().__init__(num_proj, knots)
         if subspaces < 1 or dim % subspaces:
-            raise ValueError(f"--subspaces {subspaces} does not divide the embedding width {dim}: "
+            raise InputError(f"--subspaces {subspaces} does not divide the embedding width {dim}: "
                              f"use one of {[k for k in range(1, dim + 1) if dim % k == 0]} (or 0 for global SIGReg)")
         g = torch.Generator().manual_seed(seed)
         G = torch.randn(subspaces, dim, dim // subspaces, generator=g, dtype=torch.float64)
@@ -335,6 +358,36 @@ class JEPA(nn.Module):
         return cem(cost, shape, generator=generator, device=obs.device, **cem_kwargs)
 
 # -----------------------------------------------------------------------------
+# FLOP counts (matrix multiplies only, 2 per multiply-add), for the benchmarks' utilisation figures
+
+
+def encoder_flops(cfg):
+    """One frame through the encoder and the projector."""
+    n, D = (cfg.img // cfg.patch) ** 2 + 1, cfg.dim            # tokens, width
+    layer = 2 * n * (4 * D * D + 2 * D * cfg.enc_mlp) + 4 * n * n * D   # qkv + out, MLP; q k^T and att v
+    return 2 * (n - 1) * 3 * cfg.patch ** 2 * D + cfg.enc_layers * layer + 4 * D * cfg.proj_hidden
+
+
+def predictor_flops(cfg, T):
+    """One call of `predict` on T frames: action encoder, blocks with AdaLN, pred_proj."""
+    D, inner = cfg.dim, cfg.pred_heads * cfg.pred_head_dim
+    act = 2 * T * (cfg.frameskip * cfg.action_dim * cfg.act_embed + cfg.act_embed * cfg.act_hidden + cfg.act_hidden * D)
+    layer = 2 * T * (4 * D * inner + 2 * D * cfg.pred_mlp + 6 * D * D) + 4 * T * T * inner
+    return act + cfg.pred_layers * layer + T * 4 * D * cfg.proj_hidden
+
+
+def train_flops(cfg, batch, frames=4):
+    """One training step on `batch` clips: forward + backward = 3x the forward."""
+    return 3 * batch * (frames * encoder_flops(cfg) + predictor_flops(cfg, frames - 1))
+
+
+def plan_flops(cfg, samples=300, iters=30, horizon=5):
+    """One CEM solve: every candidate is rolled out over `horizon` blocks, with a history of <= 3 frames."""
+    per_rollout = sum(predictor_flops(cfg, min(t, cfg.history)) for t in range(1, horizon + 1))
+    return samples * iters * per_rollout
+
+
+# -----------------------------------------------------------------------------
 # Cross-entropy method
 
 
@@ -355,3 +408,993 @@ def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=No
         elite = x.gather(1, best[..., None].expand(-1, -1, x.shape[2]))
         mean, std = elite.mean(1), elite.std(1)
     return mean.view(shape)
+
+# =============================================================================
+# The environments and their data: twoRoom, pushT, reacher, cube with gymnasium's API, MuJoCo physics
+# where there is physics, one small numpy renderer (top-down, anti-aliased, no OpenGL), scripted data
+# policies in the papers' spirit, and an atomic, memory-mapped dataset format.
+#
+#     env = make_env("pushT")                  # observations are (img, img, 3) uint8 RGB frames
+#     obs, _ = env.reset(options={"state": s, "goal": g})   # start from a dataset state, know the goal
+#     obs, r, terminated, truncated, info = env.step(a)     # info["success"]: SPEC section 5's test
+#     collect("pushT", "data/pushT", episodes=1000, steps=100); ds = load_dataset("data/pushT")
+# =============================================================================
+
+# -----------------------------------------------------------------------------
+# a tiny top-down rasteriser: anti-aliased filled circles and rotated boxes on uint8 frames
+
+class Canvas:
+    """Maps the world square [x0, x0+size] x [y0, y0+size] onto img x img pixels and draws on frames."""
+
+    def __init__(self, img, x0, y0, size, y_down=True):
+        self.img, self.x0, self.y0, self.size, self.y_down = img, x0, y0, size, y_down
+        self.px = size / img  # world units per pixel
+        c = (np.arange(img, dtype=np.float32) + 0.5) * self.px  # pixel centres, from the top-left
+        self.xs = x0 + c
+        self.ys = (y0 + c if y_down else y0 + size - c)[:, None]  # a column, to broadcast against xs
+
+    def _span(self, t, r):
+        # pixel index range covering [t - r, t + r], t measured from the image's top/left edge
+        return max(int((t - r) / self.px), 0), min(int((t + r) / self.px) + 1, self.img)
+
+    def _window(self, x, y, r):
+        r0, r1 = self._span((y - self.y0) if self.y_down else (self.y0 + self.size - y), r)
+        c0, c1 = self._span(x - self.x0, r)
+        return r0, r1, c0, c1
+
+    def _blend(self, out, win, cover, color, alpha):
+        r0, r1, c0, c1 = win
+        reg = out[r0:r1, c0:c1]
+        a = cover[..., None] if alpha == 1.0 else cover[..., None] * np.float32(alpha)
+        reg[...] = reg + a * (color - reg)  # coverage 1 gives exactly `color`
+
+    def circle(self, out, x, y, r, color, alpha=1.0):
+        """Filled circle of radius r centred at world (x, y)."""
+        win = r0, r1, c0, c1 = self._window(x, y, r + self.px)
+        if r0 >= r1 or c0 >= c1:
+            return
+        dx, dy = self.xs[c0:c1] - x, self.ys[r0:r1] - y
+        cover = np.clip((r - np.sqrt(dx * dx + dy * dy)) / self.px + 0.5, 0, 1)  # signed distance -> coverage
+        self._blend(out, win, cover, color, alpha)
+
+    def box(self, out, x, y, hx, hy, angle, color, alpha=1.0):
+        """Filled rectangle of half-sizes (hx, hy) centred at (x, y), rotated by angle (radians)."""
+        win = r0, r1, c0, c1 = self._window(x, y, math.hypot(hx, hy) + self.px)
+        if r0 >= r1 or c0 >= c1:
+            return
+        c, s = math.cos(angle), math.sin(angle)
+        dx, dy = self.xs[c0:c1] - x, self.ys[r0:r1] - y
+        u = np.abs(dx * c + dy * s) - hx  # box frame coordinates, minus half-sizes
+        v = np.abs(dy * c - dx * s) - hy
+        cover = np.clip(0.5 - np.maximum(u, v) / self.px, 0, 1)
+        self._blend(out, win, cover, color, alpha)
+
+    def blank(self, color):
+        return np.broadcast_to(np.asarray(color, np.uint8), (self.img, self.img, 3)).copy()
+
+
+def rgb(*c):
+    return np.array(c, np.float32)
+
+
+def wrap(a):
+    """Angles wrapped to [-pi, pi)."""
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+# -----------------------------------------------------------------------------
+# environments: gymnasium API, image observations, exact get_state / set_state
+
+class _Env(gym.Env):
+    """Shared plumbing. reward = info["success"] = the success test against options["goal"] when one
+    was given to reset (else 0 / False); never terminated or truncated: the caller picks the length."""
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, img, act_dim):
+        self.img, self.render_mode, self.goal = img, "rgb_array", None
+        self.observation_space = gym.spaces.Box(0, 255, (img, img, 3), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        """Random start (seeded), or options={"state": s} to start exactly at s; options["goal"] sets the goal."""
+        super().reset(seed=seed)
+        options = options or {}
+        if options.get("state") is not None:
+            self.set_state(options["state"])
+        else:
+            self._randomize(self.np_random)
+        self.goal = options.get("goal")
+        return self.render(), {}
+
+    def step(self, action):
+        action = np.asarray(action, np.float64)
+        if action.shape != self.action_space.shape:
+            raise InputError(f"action has shape {action.shape}, {self.name} takes {self.action_space.shape}")
+        self._step(np.clip(action, -1.0, 1.0))  # planners may overshoot: clip
+        ok = self.goal is not None and bool(self.is_success(self.get_state(), self.goal))
+        return self.render(), float(ok), False, False, {"success": ok}
+
+    def render_state(self, state):
+        """Image of any state (e.g. a goal), leaving the environment's own state untouched."""
+        keep = self.get_state()
+        self.set_state(state)
+        frame = self.render()
+        self.set_state(keep)
+        return frame
+
+
+class TwoRoom(_Env):
+    """Point agent in two rooms joined by one door; plain kinematics, no physics engine.
+    state = [x, y] of the agent's centre, arena units (224 x 224, y pointing down the image)."""
+    name = "twoRoom"
+    SIZE, BORDER, WALL_X, WALL_HALF, DOOR_Y, DOOR_HALF, R, SPEED = 224.0, 14.0, 112.0, 5.0, 49.0, 14.0, 7.0, 5.0
+    LO, HI = BORDER + R, SIZE - BORDER - R  # where the centre may go
+
+    def __init__(self, img=64):
+        super().__init__(img, 2)
+        self.canvas = cv = Canvas(img, 0.0, 0.0, self.SIZE)
+        self.bg = cv.blank((40, 45, 60))  # the border
+        cv.box(self.bg, 112, 112, 112 - self.BORDER, 112 - self.BORDER, 0.0, rgb(235, 235, 225))
+        door0, door1 = self.DOOR_Y - self.DOOR_HALF, self.DOOR_Y + self.DOOR_HALF
+        for y0, y1 in ((self.BORDER, door0), (door1, self.SIZE - self.BORDER)):  # the wall, less the door
+            cv.box(self.bg, self.WALL_X, (y0 + y1) / 2, self.WALL_HALF, (y1 - y0) / 2, 0.0, rgb(40, 45, 60))
+        self.pos = np.full(2, 56.0)
+
+    def _blocked(self, x, y):
+        # inside the wall grown by the agent's radius, and not in line with the door
+        return abs(x - self.WALL_X) < self.WALL_HALF + self.R and abs(y - self.DOOR_Y) > self.DOOR_HALF - self.R
+
+    def _randomize(self, rng):
+        while True:
+            x, y = rng.uniform(self.LO, self.HI, 2)
+            if not self._blocked(x, y):
+                break
+        self.pos = np.array([x, y])
+
+    def _step(self, a):
+        # one axis at a time: a move (<= 5 units) is shorter than the grown wall (24), so it cannot
+        # tunnel; hitting the wall side stops x, sliding along the door's jambs stops y
+        x, y = float(self.pos[0]), float(self.pos[1])
+        nx = min(max(x + self.SPEED * a[0], self.LO), self.HI)
+        if self._blocked(nx, y):
+            nx = self.WALL_X + math.copysign(self.WALL_HALF + self.R, x - self.WALL_X)
+        ny = min(max(y + self.SPEED * a[1], self.LO), self.HI)
+        if self._blocked(nx, ny):
+            ny = min(max(ny, self.DOOR_Y - self.DOOR_HALF + self.R), self.DOOR_Y + self.DOOR_HALF - self.R)
+        self.pos = np.array([nx, ny])
+
+    def get_state(self):
+        return self.pos.copy()
+
+    def set_state(self, state):
+        self.pos = np.array(state, np.float64).reshape(2)
+
+    def is_success(self, state, goal):
+        """Agent within 16 units of the goal position."""
+        return bool(np.hypot(*(np.asarray(state)[:2] - np.asarray(goal)[:2])) < 16.0)
+
+    def render(self):
+        out = self.bg.copy()
+        self.canvas.circle(out, self.pos[0], self.pos[1], self.R, rgb(220, 50, 50))
+        return out
+
+
+class _MujocoEnv(_Env):
+    """MuJoCo plumbing. state = [qpos, qvel, ctrl]; warm-starting is disabled so that these alone
+    determine the future bitwise (the solver would otherwise start from the last step's answer)."""
+
+    def __init__(self, xml, img, act_dim, substeps):
+        super().__init__(img, act_dim)
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_WARMSTART
+        self.data = mujoco.MjData(self.model)
+        self.substeps = substeps
+        self.nq, self.nv, self.nu = self.model.nq, self.model.nv, self.model.nu
+
+    def get_state(self):
+        d = self.data
+        return np.concatenate([d.qpos, d.qvel, d.ctrl])
+
+    def set_state(self, state):
+        state, size = np.asarray(state, np.float64), self.nq + self.nv + self.nu
+        if state.shape != (size,):
+            raise InputError(f"state has shape {state.shape}, {self.name} needs ({size},)")
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)  # nothing from the past survives
+        d.qpos[:], d.qvel[:], d.ctrl[:] = np.split(state, [self.nq, self.nq + self.nv])
+        mujoco.mj_forward(m, d)
+
+    def _physics(self):
+        mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+
+
+# T block of Push-T: bar 120 x 30 on top of a stem 30 x 90; body origin at the T's centroid
+T_COM = (120 * 30 * 15 + 30 * 90 * 75) / (120 * 30 + 30 * 90)  # centroid depth below the bar's top edge
+T_BOXES = ((0.0, 15 - T_COM, 60.0, 15.0), (0.0, 75 - T_COM, 15.0, 45.0))  # (x, y, half x, half y) per box
+PUSHT_XML = f"""
+<mujoco model="pushT">
+  <option timestep="0.01" gravity="0 0 0" integrator="implicitfast"/>
+  <worldbody>
+    <geom type="box" pos="-10 256 0" size="10 276 20"/> <geom type="box" pos="522 256 0" size="10 276 20"/>
+    <geom type="box" pos="256 -10 0" size="276 10 20"/> <geom type="box" pos="256 522 0" size="276 10 20"/>
+    <body name="agent">
+      <joint name="ax" type="slide" axis="1 0 0"/> <joint name="ay" type="slide" axis="0 1 0"/>
+      <geom type="sphere" size="15" mass="10"/>
+    </body>
+    <body name="block">
+      <joint type="slide" axis="1 0 0" damping="50"/> <joint type="slide" axis="0 1 0" damping="50"/>
+      <joint type="hinge" axis="0 0 1"/>
+      <geom type="box" pos="{T_BOXES[0][0]} {T_BOXES[0][1]} 0" size="60 15 15" mass="{3600 / 6300}"/>
+      <geom type="box" pos="{T_BOXES[1][0]} {T_BOXES[1][1]} 0" size="15 45 15" mass="{2700 / 6300}"/>
+    </body>
+  </worldbody>
+  <actuator>
+    <position joint="ax" kp="1000" kv="200"/> <position joint="ay" kp="1000" kv="200"/>
+  </actuator>
+</mujoco>"""
+
+
+class PushT(_MujocoEnv):
+    """Round agent (radius 15) pushing a T block in a 512-unit arena; no gravity, the block is damped
+    hard so it stops when not pushed. Actions move the PD target: ctrl = agent position + 100 * a.
+    state = qpos [agent x, agent y, block x, block y, block angle] + qvel (5) + ctrl (2), arena units."""
+    name = "pushT"
+    R, ARENA = 15.0, 512.0
+
+    def __init__(self, img=64):
+        super().__init__(PUSHT_XML, img, 2, substeps=10)
+        m = self.model  # rotational damping matched to the linear one: the same 0.02 s decay time
+        m.dof_damping[4] = 50.0 * m.body_inertia[m.body("block").id][2] / m.body_mass[m.body("block").id]
+        self.canvas = cv = Canvas(img, 0.0, 0.0, self.ARENA)
+        self.bg = cv.blank((235, 235, 225))
+
+    def _randomize(self, rng):
+        while True:
+            agent, block = rng.uniform(50, 462, 2), rng.uniform(110, 402, 2)
+            if np.hypot(*(agent - block)) > 110:  # start apart: no overlap
+                break
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = [*agent, *block, rng.uniform(-np.pi, np.pi)]
+        self.data.ctrl[:] = agent
+        mujoco.mj_forward(self.model, self.data)
+
+    def _step(self, a):
+        self.data.ctrl[:] = self.data.qpos[:2] + 100.0 * a
+        self._physics()
+
+    def is_success(self, state, goal):
+        """Agent and block positions within 20 units of the goal's (4-vector norm), block angle within pi/9."""
+        s, g = np.asarray(state), np.asarray(goal)
+        return bool(np.linalg.norm(s[:4] - g[:4]) < 20.0 and abs(wrap(s[4] - g[4])) < np.pi / 9)
+
+    def render(self):
+        out, q = self.bg.copy(), self.data.qpos
+        c, s = math.cos(q[4]), math.sin(q[4])
+        for x, y, hx, hy in T_BOXES:  # the stem is drawn 15 units into the bar: no anti-aliasing seam
+            if hy == 45.0:
+                y, hy = y - 7.5, hy + 7.5
+            self.canvas.box(out, q[2] + c * x - s * y, q[3] + s * x + c * y, hx, hy, q[4], rgb(235, 120, 50))
+        self.canvas.circle(out, q[0], q[1], self.R, rgb(50, 90, 220))
+        return out
+
+
+REACHER_XML = """
+<mujoco model="reacher">
+  <option timestep="0.01"><flag contact="disable"/></option>
+  <default>
+    <joint type="hinge" axis="0 0 1" damping="0.01"/>
+    <motor gear="0.05" ctrlrange="-1 1" ctrllimited="true"/>
+  </default>
+  <worldbody>
+    <body name="arm" pos="0 0 0.01">
+      <joint name="shoulder"/>
+      <geom type="capsule" fromto="0 0 0 0.12 0 0" size="0.01"/>
+      <body name="hand" pos="0.12 0 0">
+        <joint name="wrist" limited="true" range="-160 160"/>
+        <geom type="capsule" fromto="0 0 0 0.1 0 0" size="0.01"/>
+        <geom type="sphere" pos="0.12 0 0" size="0.01"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator><motor joint="shoulder"/><motor joint="wrist"/></actuator>
+</mujoco>"""
+
+
+class Reacher(_MujocoEnv):
+    """DeepMind Control's two-link planar reacher (links 0.12 m, wrist limited to +-160 degrees),
+    torque actions, 0.02 s per step. state = qpos [shoulder, wrist] + qvel (2) + ctrl (2), radians."""
+    name = "reacher"
+    L = 0.12
+
+    def __init__(self, img=64):
+        super().__init__(REACHER_XML, img, 2, substeps=2)
+        self.canvas = cv = Canvas(img, -0.27, -0.27, 0.54, y_down=False)
+        self.bg = cv.blank((225, 228, 235))
+        cv.circle(self.bg, 0.0, 0.0, 0.25, rgb(245, 245, 240))  # the arm's reach
+
+    def _randomize(self, rng):
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = rng.uniform(-np.pi, np.pi), rng.uniform(-2.79, 2.79)
+        mujoco.mj_forward(self.model, self.data)
+
+    def _step(self, a):
+        self.data.ctrl[:] = a
+        self._physics()
+
+    def is_success(self, state, goal):
+        """Both joints within 0.05 rad of the goal's (wrapped)."""
+        return bool(np.all(np.abs(wrap(np.asarray(state)[:2] - np.asarray(goal)[:2])) < 0.05))
+
+    def render(self):
+        out, (q1, q2), L, cv = self.bg.copy(), self.data.qpos, self.L, self.canvas
+        x1, y1 = L * math.cos(q1), L * math.sin(q1)
+        x2, y2 = x1 + L * math.cos(q1 + q2), y1 + L * math.sin(q1 + q2)
+        cv.box(out, x1 / 2, y1 / 2, L / 2, 0.014, q1, rgb(50, 80, 160))  # upper arm, then forearm on top
+        cv.box(out, (x1 + x2) / 2, (y1 + y2) / 2, L / 2, 0.011, q1 + q2, rgb(40, 160, 110))
+        cv.circle(out, 0.0, 0.0, 0.018, rgb(60, 60, 70))
+        cv.circle(out, x2, y2, 0.02, rgb(220, 50, 50))
+        return out
+
+
+CUBE_XML = """
+<mujoco model="cube">
+  <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
+  <default>
+    <default class="finger">
+      <geom type="box" size="0.008 0.005 0.025" mass="0.02" condim="4" friction="1.5 0.02 0.0001"/>
+    </default>
+    <default class="fingerpd"><position kp="200" kv="4" forcerange="-5 5"/></default>
+  </default>
+  <worldbody>
+    <geom type="plane" size="0.5 0.5 0.01" friction="0.6 0.005 0.0001"/>
+    <body name="gripper" gravcomp="1">
+      <joint name="gx" type="slide" axis="1 0 0"/> <joint name="gy" type="slide" axis="0 1 0"/>
+      <joint name="gz" type="slide" axis="0 0 1"/> <joint name="gyaw" type="hinge" axis="0 0 1"/>
+      <geom type="box" size="0.015 0.05 0.01" mass="0.3"/>
+      <body name="left" gravcomp="1">
+        <joint name="fl" type="slide" axis="0 1 0" range="0 0.045" limited="true"/>
+        <geom class="finger" pos="0 0.005 -0.035"/>
+      </body>
+      <body name="right" gravcomp="1">
+        <joint name="fr" type="slide" axis="0 -1 0" range="0 0.045" limited="true"/>
+        <geom class="finger" pos="0 -0.005 -0.035"/>
+      </body>
+    </body>
+    <body name="cube" pos="0 0 0.02">
+      <freejoint/>
+      <geom type="box" size="0.02 0.02 0.02" mass="0.05" condim="4" friction="1 0.01 0.0001"/>
+    </body>
+  </worldbody>
+  <actuator>
+    <position joint="gx" kp="1000" kv="40"/> <position joint="gy" kp="1000" kv="40"/>
+    <position joint="gz" kp="1000" kv="40"/> <position joint="gyaw" kp="0.5" kv="0.03"/>
+    <position joint="fl" class="fingerpd"/> <position joint="fr" class="fingerpd"/>
+  </actuator>
+</mujoco>"""
+
+
+def quat_yaw(w, x, y, z):
+    """Heading (rotation about the vertical) of a unit quaternion."""
+    return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+class Cube(_MujocoEnv):
+    """A free 4 cm cube on a table and a Cartesian two-finger gripper (OGBench cube-single in spirit).
+    Action: (dx, dy, dz) * 0.05 m and dyaw * 0.3 rad move the held PD targets, gripper in [-1, 1]
+    (-1 open, +1 closed) sets the finger targets; 25 x 2 ms per step. state = qpos [gripper x, y, z,
+    yaw, left finger, right finger, cube x, y, z, qw, qx, qy, qz] (13) + qvel (12) + ctrl (6), metres."""
+    name = "cube"
+    XY, ZMIN, ZMAX, OPEN = 0.15, 0.062, 0.25, 0.045  # PD target limits; at ZMIN the fingertips are 2 mm up
+    LIFT, SHIFT = 1.5, 0.3  # drawn at height z: sizes times 1 + LIFT * z, moved up the image by SHIFT * z
+
+    def __init__(self, img=64):
+        super().__init__(CUBE_XML, img, 5, substeps=25)
+        self.canvas = cv = Canvas(img, -0.19, -0.16, 0.38, y_down=False)
+        self.bg = cv.blank((190, 170, 140))
+
+    def _randomize(self, rng):
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        x, y, yaw = *rng.uniform(-0.1, 0.1, 2), rng.uniform(-np.pi, np.pi)
+        d.qpos[6:] = x, y, 0.02, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)
+        d.qpos[:6] = *rng.uniform(-0.12, 0.12, 2), rng.uniform(0.1, 0.2), rng.uniform(-1, 1), self.OPEN, self.OPEN
+        d.ctrl[:] = d.qpos[:6]
+        mujoco.mj_forward(m, d)
+
+    def _step(self, a):
+        c = self.data.ctrl  # PD targets are held between steps and kept inside the workspace
+        c[0] = min(max(c[0] + 0.05 * a[0], -self.XY), self.XY)
+        c[1] = min(max(c[1] + 0.05 * a[1], -self.XY), self.XY)
+        c[2] = min(max(c[2] + 0.05 * a[2], self.ZMIN), self.ZMAX)
+        c[3] = min(max(c[3] + 0.3 * a[3], -np.pi / 2), np.pi / 2)
+        c[4] = c[5] = self.OPEN * (1.0 - a[4]) / 2
+        self._physics()
+
+    def is_success(self, state, goal):
+        """Cube centre within 0.04 m of the goal's."""
+        return bool(np.linalg.norm(np.asarray(state)[6:9] - np.asarray(goal)[6:9]) < 0.04)
+
+    def render(self):
+        out, q, cv = self.bg.copy(), self.data.qpos, self.canvas
+        gx, gy, gz, gyaw, fl, fr, cx, cy, cz = q[:9]
+        cyaw, c, s = quat_yaw(*q[9:13]), math.cos(gyaw), math.sin(gyaw)
+        # shadows on the table: the gap between an object and its shadow shows its height
+        cv.box(out, cx, cy, 0.02, 0.02, cyaw, rgb(0, 0, 0), 0.35)
+        cv.box(out, gx, gy, 0.015, 0.05, gyaw, rgb(0, 0, 0), 0.2)
+        # the cube: the higher, the further up the image, the larger and the lighter
+        k, lift = 0.02 * (1 + self.LIFT * cz), min(6 * max(cz - 0.02, 0.0), 1.0)
+        cv.box(out, cx, cy + self.SHIFT * cz, k, k, cyaw, rgb(200, 30, 40) + lift * rgb(55, 150, 110))
+        # the gripper, half transparent so the cube stays visible under it; fingers show the opening
+        k, fz = 1 + self.LIFT * gz, gz - 0.035  # the fingers hang below the palm
+        cv.box(out, gx, gy + self.SHIFT * gz, 0.015 * k, 0.05 * k, gyaw, rgb(40, 40, 50), 0.45)
+        k = 1 + self.LIFT * fz
+        for off in (fl + 0.005, -fr - 0.005):
+            x, y = gx - s * off * k, gy + c * off * k + self.SHIFT * fz
+            cv.box(out, x, y, 0.008 * k, 0.005 * k, gyaw, rgb(20, 60, 200), 0.9)
+        return out
+
+
+ENVS = ("twoRoom", "pushT", "reacher", "cube")
+
+
+def make_env(name, img=64, render_mode="rgb_array"):
+    """One of the four environments, with img x img RGB observations (the only render mode)."""
+    envs = {"twoRoom": TwoRoom, "pushT": PushT, "reacher": Reacher, "cube": Cube}
+    if name not in envs:
+        raise InputError(f"unknown environment {name!r}: choose one of {', '.join(ENVS)}")
+    if render_mode != "rgb_array":
+        raise InputError(f"render_mode {render_mode!r} is not supported: images come as 'rgb_array'")
+    env = envs[name](img)
+    # a spec lets gymnasium.make (and its checker) build copies: gym.make(env.spec)
+    env.spec = gym.envs.registration.EnvSpec(f"subjepa/{name}-v0", make_env, kwargs=dict(name=name, img=img))
+    return env
+
+# -----------------------------------------------------------------------------
+# scripted data policies: privileged (they read the env's state), noisy, varied
+
+def toward(delta, scale, gain=1.0):
+    """Action moving by `delta` in steps of at most `scale`, clipped to [-1, 1]."""
+    return np.clip(gain * np.asarray(delta) / scale, -1.0, 1.0)
+
+
+class TwoRoomPolicy:
+    """Noisy 'go to the door, then to a random target' (in the other room half the time)."""
+
+    def __init__(self, env, rng):
+        self.env, self.rng = env, rng
+        self.noise = rng.uniform(0.1, 0.5)
+        self._new_target()
+
+    def _new_target(self):
+        env, rng = self.env, self.rng
+        x = float(self.env.pos[0])
+        other = rng.random() < 0.5
+        left = (x < env.WALL_X) != other  # the target's side
+        lo, hi = (env.LO, env.WALL_X - 12) if left else (env.WALL_X + 12, env.HI)
+        self.target = np.array([rng.uniform(lo, hi), rng.uniform(env.LO, env.HI)])
+        self.speed = rng.uniform(0.4, 1.0)
+
+    def __call__(self):
+        env, rng = self.env, self.rng
+        p = env.pos
+        if np.hypot(*(self.target - p)) < 4 or rng.random() < 0.01:
+            self._new_target()
+        side = 1.0 if self.target[0] > env.WALL_X else -1.0
+        if (p[0] - env.WALL_X) * side > 12:  # in the target's room
+            goal = self.target
+        elif abs(p[0] - env.WALL_X) < 13 or abs(p[1] - env.DOOR_Y) < 3:  # in the doorway or lined up with it
+            goal = np.array([env.WALL_X + 20 * side, env.DOOR_Y])
+        else:  # line up with the door first
+            goal = np.array([env.WALL_X - 20 * side, env.DOOR_Y])
+        a = toward(goal - p, env.SPEED, self.speed * 2) * self.speed + self.noise * rng.standard_normal(2)
+        return np.clip(a, -1, 1).astype(np.float32)
+
+
+def t_outline():
+    """The T's outline in its body frame: (points (8, 2), outward normals (8, 2), edge lengths (8,))."""
+    (bx, by, bhx, bhy), (sx, sy, shx, shy) = T_BOXES
+    top, mid, bot = by - bhy, by + bhy, sy + shy
+    v = np.array([(-60, top), (60, top), (60, mid), (15, mid), (15, bot), (-15, bot), (-15, mid), (-60, mid)])
+    e = np.roll(v, -1, axis=0) - v
+    length = np.hypot(e[:, 0], e[:, 1])
+    normal = np.stack([e[:, 1], -e[:, 0]], 1) / length[:, None]  # clockwise in y-down = outward
+    return v, normal, length
+
+
+class PushTPolicy:
+    """Noisy pusher: walk to a random point of the T's outline, then push through it for a while;
+    sometimes wander instead. Directions, depths and durations vary, so the block moves and turns."""
+
+    def __init__(self, env, rng):
+        self.env, self.rng = env, rng
+        self.noise = rng.uniform(0.1, 0.4)
+        self.verts, self.normals, self.lengths = t_outline()
+        self._plan()
+
+    def _plan(self):
+        rng, q = self.rng, self.env.data.qpos
+        self.wander = rng.random() < 0.15
+        self.target = rng.uniform(40, 472, 2)
+        # a few candidate contacts; away from the centre, take the one pushing the block back inwards
+        i = rng.choice(8, size=4, p=self.lengths / self.lengths.sum())
+        e = np.roll(self.verts, -1, axis=0)[i] - self.verts[i]
+        points = self.verts[i] + rng.uniform(0.1, 0.9, (4, 1)) * e  # in the block frame
+        slant = rng.uniform(-0.5, 0.5, (4, 1)) * e / self.lengths[i, None]  # slanted pushes turn the block
+        normals = self.normals[i] + slant
+        c, s = math.cos(q[4]), math.sin(q[4])
+        inward = (256.0 - q[2:4]) @ np.array([[c, -s], [s, c]])  # towards the centre, in the block frame
+        k = int(np.argmin(normals @ inward)) if np.hypot(*inward) > 120 else 0
+        self.point, self.normal = points[k], normals[k]
+        self.depth, self.speed = rng.uniform(30, 80), rng.uniform(0.3, 0.7)
+        self.pushing, self.timer = False, int(rng.integers(5, 25))
+
+    def __call__(self):
+        q = self.env.data.qpos
+        agent, c, s = q[:2], math.cos(q[4]), math.sin(q[4])
+        rot = np.array([[c, -s], [s, c]])
+        point, normal = q[2:4] + rot @ self.point, rot @ self.normal
+        if self.wander:
+            goal = self.target
+        elif self.pushing:  # the goal moves with the block: a steady push
+            goal = point - self.depth * normal
+        else:
+            goal = np.clip(point + (PushT.R + 12) * normal, 20, 492)
+            if np.hypot(*(goal - agent)) < 10:
+                self.pushing, self.timer = True, int(self.rng.integers(5, 25))
+            ra, rg = agent - q[2:4], goal - q[2:4]  # go round the block, not through it
+            turn = math.atan2(ra[0] * rg[1] - ra[1] * rg[0], ra @ rg)
+            if abs(turn) > 0.6 and np.hypot(*ra) < 115:
+                phi = math.atan2(ra[1], ra[0]) + math.copysign(0.8, turn)
+                goal = q[2:4] + 115 * np.array([math.cos(phi), math.sin(phi)])
+        self.timer -= self.pushing or self.wander or self.rng.random() < 0.04  # reaching may time out too
+        if self.timer <= 0:
+            self._plan()
+        a = toward(goal - agent, 100.0, 3.0) * self.speed + self.noise * self.rng.standard_normal(2)
+        return np.clip(a, -1, 1).astype(np.float32)
+
+
+class ReacherPolicy:
+    """Smooth random torques: an Ornstein-Uhlenbeck process whose smoothness and scale vary per episode."""
+
+    def __init__(self, env, rng):
+        self.rng = rng
+        self.rho, self.sigma = rng.uniform(0.7, 0.95), rng.uniform(0.4, 1.0)
+        self.u = self.sigma * rng.standard_normal(2)
+
+    def __call__(self):
+        self.u = self.rho * self.u + math.sqrt(1 - self.rho**2) * self.sigma * self.rng.standard_normal(2)
+        return np.clip(self.u, -1, 1).astype(np.float32)
+
+
+class CubePolicy:
+    """Noisy scripted pick-and-place: above the cube, descend, close, lift, carry, lower, release,
+    rise, and again; a fifth of the episodes start with a spell of random motion instead."""
+    APPROACH, DESCEND, CLOSE, LIFT, CARRY, LOWER, RELEASE, RISE = range(8)
+
+    def __init__(self, env, rng):
+        self.env, self.rng = env, rng
+        self.noise = rng.uniform(0.05, 0.3)
+        self.random_steps = int(rng.integers(10, 60)) if rng.random() < 0.2 else 0
+        self.u = np.zeros(5)
+        self._goto(self.APPROACH)
+
+    def _goto(self, phase):
+        rng = self.rng
+        self.phase, self.timer = phase, 0
+        if phase == self.APPROACH:
+            self.hover, self.lift = rng.uniform(0.1, 0.16), rng.uniform(0.1, 0.22)
+            self.place = rng.uniform(-0.11, 0.11, 2)
+            self.drop = rng.uniform(0.0, 0.06) if rng.random() < 0.3 else 0.0  # sometimes let it fall
+
+    def __call__(self):
+        rng, env = self.rng, self.env
+        if self.random_steps > 0:
+            self.random_steps -= 1
+            self.u = 0.8 * self.u + 0.6 * rng.standard_normal(5)
+            return np.clip(self.u, -1, 1).astype(np.float32)
+        q, tgt = env.data.qpos, env.data.ctrl[:4]
+        cube, gz = q[6:9], q[2]
+        # the grip heading: the cube's (modulo 90 degrees) nearest the gripper's, within the yaw limits
+        heads = (quat_yaw(*q[9:13]) + np.pi / 4) % (np.pi / 2) - np.pi / 4 + np.array([-np.pi / 2, 0, np.pi / 2])
+        heads = heads[np.abs(heads) <= np.pi / 2]
+        turn = heads[np.argmin(np.abs(heads - q[3]))] - q[3]
+        goal, grip, yaw = tgt[:3].copy(), -1.0, tgt[3]
+        self.timer += 1
+        P = self.phase
+        if P == self.APPROACH:
+            goal[:] = cube[0], cube[1], self.hover
+            yaw = q[3] + turn
+            if np.hypot(*(q[:2] - cube[:2])) < 0.015 and abs(turn) < 0.15:
+                self._goto(self.DESCEND)
+        elif P == self.DESCEND:
+            goal[:] = cube[0], cube[1], env.ZMIN
+            if gz < env.ZMIN + 0.006:
+                self._goto(self.CLOSE)
+        elif P == self.CLOSE:
+            grip = 1.0
+            if self.timer >= 4:
+                self._goto(self.LIFT)
+        elif P in (self.LIFT, self.CARRY, self.LOWER):
+            grip = 1.0
+            xy = self.place if P != self.LIFT else tgt[:2]
+            goal[:] = xy[0], xy[1], self.lift if P != self.LOWER else env.ZMIN + self.drop
+            if P == self.LIFT and gz > self.lift - 0.01 or P == self.CARRY and np.hypot(*(q[:2] - xy)) < 0.008:
+                self._goto(P + 1)
+            elif P == self.LOWER and gz < env.ZMIN + self.drop + 0.006:
+                self._goto(self.RELEASE)
+            if cube[2] < 0.03 and gz > 0.09:  # dropped it: start over
+                self._goto(self.APPROACH)
+        elif P == self.RELEASE:
+            if self.timer >= 3:
+                self._goto(self.RISE)
+        elif P == self.RISE:
+            goal[2] = self.hover
+            if gz > self.hover - 0.01:
+                self._goto(self.APPROACH)
+        if self.timer > 30:  # stuck: start over
+            self._goto(self.APPROACH)
+        a = np.empty(5)
+        a[:3] = toward(goal - tgt[:3], 0.05)
+        a[3] = np.clip((yaw - tgt[3]) / 0.3, -1, 1)
+        a[4] = grip
+        a[:4] += self.noise * rng.standard_normal(4)
+        return np.clip(a, -1, 1).astype(np.float32)
+
+
+POLICIES = {"twoRoom": TwoRoomPolicy, "pushT": PushTPolicy, "reacher": ReacherPolicy, "cube": CubePolicy}
+
+
+def run_episode(env, policy, steps):
+    """Run `policy` for `steps` steps: frames (steps+1, H, W, 3), actions (steps+1, A) with a zero last
+    row (no action follows the last frame), states (steps+1, S)."""
+    obs = env.render()
+    frames = np.empty((steps + 1, *obs.shape), np.uint8)
+    actions = np.zeros((steps + 1, env.action_space.shape[0]), np.float32)
+    states = np.empty((steps + 1, env.get_state().size))
+    frames[0], states[0] = obs, env.get_state()
+    for t in range(steps):
+        actions[t] = policy()
+        frames[t + 1] = env.step(actions[t])[0]
+        states[t + 1] = env.get_state()
+    return frames, actions, states
+
+# -----------------------------------------------------------------------------
+# datasets: collected in parallel, written atomically, loaded memory-mapped
+
+FORMAT = 1
+DATA_DEFAULTS = {  # episodes of `steps` steps (steps + 1 frames); at 64 px each is 2.5 GB on disk
+    "twoRoom": dict(episodes=1000, steps=100),
+    "pushT": dict(episodes=2000, steps=100),
+    "reacher": dict(episodes=2000, steps=100),
+    "cube": dict(episodes=2000, steps=100),
+}
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset; arrays are read-only memory maps. Episode e is rows episodes[e]:episodes[e+1]."""
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    actions: np.ndarray  # (N, A) float32, row i applied at frame i; the last row of an episode is zeros
+    states: np.ndarray  # (N, S) float64, the env's get_state() at frame i
+    episodes: np.ndarray  # (E+1,) int64 row offsets
+    meta: dict  # env, img, steps, episodes, seed, action_mean, action_std, format
+
+
+
+_ENV_CACHE = {}  # per process: building a MuJoCo model costs as much as stepping a short episode
+
+
+def _episode(job):
+    # one episode, seeded by (seed, index) alone: the dataset does not depend on the number of workers
+    name, img, steps, seed, i = job
+    rng = np.random.default_rng([seed, i])
+    if (name, img) not in _ENV_CACHE:
+        _ENV_CACHE[name, img] = make_env(name, img)
+    env = _ENV_CACHE[name, img]
+    env.reset(seed=int(rng.integers(2**31)))
+    return run_episode(env, POLICIES[name](env, rng), steps)
+
+
+def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None):
+    """Collect `episodes` scripted episodes of `steps` steps into the dataset directory `path`.
+
+    Format (a directory; N rows, E episodes, A action dims, S state dims):
+      frames.npy   uint8   (N, H, W, 3)  RGB observations
+      actions.npy  float32 (N, A)        row i is the action taken at frame i; an episode's last row is zeros
+      states.npy   float64 (N, S)        simulator state at frame i (env.get_state(); env.set_state restores it)
+      episodes.npy int64   (E+1,)        offsets: episode e is rows offsets[e]:offsets[e+1]
+      meta.json    {"format", "env", "img", "steps", "episodes", "seed", "action_mean", "action_std"}
+                   action statistics per dimension, over real actions only (padding rows excluded).
+    Written under a temporary name next to `path` (.NAME.tmpPID) and renamed at the end: an interrupted
+    run leaves nothing at `path` (a killed one may leave the hidden temporary, to delete). Episode i is
+    seeded by (seed, i) alone, so the result does not depend on `workers`."""
+    if name not in ENVS:
+        make_env(name)  # raises the clear error
+    if os.path.exists(path):
+        raise InputError(f"{path} already exists: delete it or choose another path")
+    episodes = episodes or DATA_DEFAULTS[name]["episodes"]
+    steps = steps or DATA_DEFAULTS[name]["steps"]
+    workers = min(workers or os.cpu_count() or 1, episodes)
+    env = make_env(name, img)
+    A, S, L, N = env.action_space.shape[0], env.get_state().size, steps + 1, episodes * (steps + 1)
+    parent, base = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{base}.tmp{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        open_mm = np.lib.format.open_memmap
+        frames = open_mm(os.path.join(tmp, "frames.npy"), "w+", np.uint8, (N, img, img, 3))
+        actions = open_mm(os.path.join(tmp, "actions.npy"), "w+", np.float32, (N, A))
+        states = open_mm(os.path.join(tmp, "states.npy"), "w+", np.float64, (N, S))
+        jobs = [(name, img, steps, seed, i) for i in range(episodes)]
+        # spawn: safe on every OS and with threaded parents (torch); workers import this module afresh
+        with mp.get_context("spawn").Pool(workers) if workers > 1 else nullcontext() as pool:
+            results = pool.imap(_episode, jobs) if pool else map(_episode, jobs)
+            for i, (f, a, s) in enumerate(tqdm(results, total=episodes, desc=f"collect {name}", unit="ep")):
+                frames[i * L:(i + 1) * L], actions[i * L:(i + 1) * L], states[i * L:(i + 1) * L] = f, a, s
+        real = np.ones(N, bool)
+        real[L - 1::L] = False  # the padding rows
+        offsets = np.arange(0, N + 1, L, dtype=np.int64)
+        np.save(os.path.join(tmp, "episodes.npy"), offsets)
+        meta = dict(format=FORMAT, env=name, img=img, steps=steps, episodes=episodes, seed=seed,
+                    action_mean=actions[real].mean(0, dtype=np.float64).tolist(),
+                    action_std=actions[real].std(0, dtype=np.float64).tolist())
+        for arr in (frames, actions, states):
+            arr.flush()
+        del frames, actions, states
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        os.rename(tmp, path)  # atomic: `path` is either absent or complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_dataset(path):
+    """Load and check a dataset written by `collect` (or by you, in its format); arrays are memory-mapped."""
+    def bad(what):
+        return InputError(f"dataset {path}: {what}; delete it and collect it again")
+    if not os.path.isdir(path):
+        raise InputError(f"no dataset at {path}: collect one with collect(env, path)")
+    names = ("frames", "actions", "states", "episodes")
+    for f in [n + ".npy" for n in names] + ["meta.json"]:
+        if not os.path.isfile(os.path.join(path, f)):
+            raise InputError(f"dataset {path} has no {f}: it is incomplete; delete it and collect it again")
+    try:
+        with open(os.path.join(path, "meta.json")) as f:
+            meta = json.load(f)
+        fr, ac, st, ep = (np.load(os.path.join(path, n + ".npy"), mmap_mode="r") for n in names)
+    except (ValueError, OSError, EOFError) as e:
+        raise bad(f"a file is corrupt ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise bad(f"meta.json is not a format {FORMAT} header")
+    dtypes = (np.uint8, 4), (np.float32, 2), (np.float64, 2), (np.int64, 1)
+    for n, arr, (dtype, ndim) in zip(names, (fr, ac, st, ep), dtypes):
+        if arr.dtype != dtype or arr.ndim != ndim:
+            raise bad(f"{n}.npy is {arr.dtype} with {arr.ndim} dims, expected {np.dtype(dtype)} with {ndim}")
+    N, img = len(fr), meta.get("img")
+    if fr.shape[1:] != (img, img, 3) or len(ac) != N or len(st) != N:
+        raise bad(f"frames {fr.shape}, actions {ac.shape}, states {st.shape} and img {img} disagree")
+    if len(ep) < 2 or ep[0] != 0 or ep[-1] != N or np.any(np.diff(ep) < 2):
+        raise bad(f"episodes.npy must rise from 0 to {N} by at least 2 rows per episode")
+    if not len(meta.get("action_mean", ())) == len(meta.get("action_std", ())) == ac.shape[1]:
+        raise bad(f"meta.json needs action_mean and action_std of length {ac.shape[1]}")
+    return Dataset(fr, ac, st, ep, meta)
+
+
+def coverage(name, states, episodes, span=25):
+    """How much the scripted data moves things: shares of episodes, and the mean change over `span` steps."""
+    out, d = {}, []
+    for a, b in zip(episodes[:-1], episodes[1:]):
+        s = states[a:b]
+        if name == "twoRoom":
+            out.setdefault("crosses the wall", []).append(np.ptp(np.sign(s[:, 0] - TwoRoom.WALL_X)) > 0)
+            d.append(np.hypot(*(s[span:, :2] - s[:-span, :2]).T).mean())
+        elif name == "pushT":
+            moved = np.hypot(*(s[:, 2:4] - s[0, 2:4]).T).max()
+            out.setdefault("block moves > 20 units", []).append(moved > 20)
+            out.setdefault("block turns > pi/9", []).append(np.abs(s[:, 4] - s[0, 4]).max() > np.pi / 9)
+            d.append(np.hypot(*(s[span:, 2:4] - s[:-span, 2:4]).T).mean())
+        elif name == "reacher":
+            d.append(np.abs(wrap(s[span:, :2] - s[:-span, :2])).mean())
+        elif name == "cube":
+            out.setdefault("cube moves > 4 cm", []).append(np.hypot(*(s[:, 6:8] - s[0, 6:8]).T).max() > 0.04)
+            out.setdefault("cube lifted > 3 cm", []).append(s[:, 8].max() > 0.05)
+            d.append(np.linalg.norm(s[span:, 6:9] - s[:-span, 6:9], axis=1).mean())
+    out = {k: float(np.mean(v)) for k, v in out.items()}
+    out[f"mean change over {span} steps"] = float(np.mean(d))
+    env = make_env(name, 8)  # a planning task met before any action: the goal is the start's state
+    pairs = [(i, i + span) for a, b in zip(episodes[:-1], episodes[1:]) for i in range(a, b - span)]
+    out["goal met at the start"] = float(np.mean([env.is_success(states[i], states[j]) for i, j in pairs]))
+    return out
+
+# -----------------------------------------------------------------------------
+# pictures: a PNG writer from the standard library, and a contact sheet
+
+def write_png(path, img):
+    """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG."""
+    img = np.ascontiguousarray(img, np.uint8)
+    h, w = img.shape[:2]
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * 3)], 1).tobytes()  # filter 0 per row
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def contact_sheet(path, rows, scale=2, pad=2):
+    """Write a grid of equally sized images (a list of rows of (H, W, 3) uint8) as one PNG."""
+    h, w = rows[0][0].shape[:2]
+    n = max(len(r) for r in rows)
+    sheet = np.full((pad + len(rows) * (h * scale + pad), pad + n * (w * scale + pad), 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            y, x = pad + i * (h * scale + pad), pad + j * (w * scale + pad)
+            sheet[y:y + h * scale, x:x + w * scale] = im.repeat(scale, 0).repeat(scale, 1)
+    write_png(path, sheet)
+
+
+def envs_sheet(path, img=64, frames=(0, 10, 20, 30, 40), seed=0):
+    """The picture of the four environments: a row per env, a scripted episode at the given steps."""
+    rows = []
+    for i, name in enumerate(ENVS):
+        f, _, _ = _episode((name, img, max(frames), seed, i))
+        rows.append([f[t] for t in frames])
+    contact_sheet(path, rows)
+
+# -----------------------------------------------------------------------------
+# Training clips
+
+
+def split_episodes(n):
+    """Episode ids for training and held-out ones (the last 10%, at least 1): validation and planning
+    evaluation only ever use the held-out ones."""
+    held = max(1, n // 10)
+    return range(n - held), range(n - held, n)
+
+
+class Clips:
+    """Training clips from a dataset: T frames every F steps and the T-1 blocks of F z-scored actions
+    taken between them. Frames stay uint8 until the model sees them; on a GPU the whole dataset is
+    moved there once and gathered by index (no loader workers), on a CPU it stays memory-mapped."""
+
+    def __init__(self, ds, episodes, frameskip=5, frames=4, device="cpu"):
+        F, T = frameskip, frames
+        offsets = ds.episodes
+        # a clip starting at row i needs frames i .. i+(T-1)F and action rows i .. i+(T-1)F-1 in one episode
+        self.starts = torch.cat([torch.arange(offsets[e], offsets[e + 1] - (T - 1) * F) for e in episodes])
+        if len(self.starts) == 0:
+            raise InputError(f"episodes are too short for clips of {T} frames every {F} steps")
+        self.F, self.T, self.device = F, T, torch.device(device)
+        mean, std = (torch.tensor(ds.meta[k], dtype=torch.float32) for k in ("action_mean", "action_std"))
+        self.actions = ((torch.tensor(ds.actions) - mean) / std).to(self.device)  # (N, A)
+        self.frames = ds.frames if self.device.type == "cpu" else torch.tensor(ds.frames, device=self.device)
+
+    def __len__(self):
+        return len(self.starts)
+
+    def get(self, idx):
+        """Clips number idx (B,) -> frames (B, T, 3, H, W) uint8, actions (B, T-1, F*A)."""
+        i = self.starts[idx].to(self.device)[:, None]                       # (B, 1)
+        rows = i + self.F * torch.arange(self.T, device=self.device)        # (B, T) frame rows
+        if isinstance(self.frames, torch.Tensor):
+            frames = self.frames[rows]
+        else:   # numpy memmap: read just these rows
+            frames = torch.from_numpy(self.frames[rows.numpy().ravel()]).view(*rows.shape, *self.frames.shape[1:])
+        acts = self.actions[i + torch.arange((self.T - 1) * self.F, device=self.device)]  # (B, (T-1)F, A)
+        return frames.permute(0, 1, 4, 2, 3), acts.reshape(len(i), self.T - 1, -1)
+
+    def sample(self, batch, generator=None):
+        return self.get(torch.randint(len(self), (batch,), generator=generator))
+
+
+# -----------------------------------------------------------------------------
+# Devices, checkpoints and errors for the scripts
+
+
+def excepthook(kind, err, tb, default=sys.excepthook):
+    if isinstance(err, InputError):
+        print(f"error: {err}", file=sys.stderr)
+    else:
+        default(kind, err, tb)
+
+
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def synchronize(device):
+    """Wait for queued GPU work, so that a host clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def save_checkpoint(path, **state):
+    """torch.save to a temporary name, then rename: an interrupted save never leaves a file at `path`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """Load a checkpoint written by train.py (weights only: no pickled code runs)."""
+    if not os.path.isfile(path):
+        raise InputError(f"no checkpoint at {path}: train one with `python train.py --env ...` or pass --ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{path} is not a readable checkpoint ({type(e).__name__}): delete it and train again") from None
+    missing = {"model", "config", "step", "env", "action_mean", "action_std"} - set(ckpt if isinstance(ckpt, dict) else ())
+    if missing:
+        raise InputError(f"{path} is not a subjepa checkpoint (missing {', '.join(sorted(missing))}): train again")
+    return ckpt
+
+
+def load_model(path, device="cpu"):
+    """The world model of a checkpoint, in eval mode, with its checkpoint dict."""
+    ckpt = load_checkpoint(path)
+    model = JEPA(Config(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def bench_regularizer(which, K=32, B=128, T=4, M=1024):
+    """Peak memory of one forward + backward of the subspace statistic, memory-safe or plain. Run each
+    in a fresh process (`python subjepa.py --bench-reg safe|naive`): peak RSS on a CPU, allocator on CUDA."""
+    import resource
+    device = torch.device(default_device())
+    reg = SubspaceSIGReg(192, K, num_proj=M).to(device)
+    z = torch.randn(T, B, 192, device=device, requires_grad=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024                      # MiB
+    t0 = time.perf_counter()
+    if which == "safe":
+        loss = reg(z)
+    else:
+        loss = epps_pulley_reference(reg.project(z), reg.t, reg.w, reg.phi).mean()
+    loss.backward()
+    synchronize(device)
+    ms = 1000 * (time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+    print(f"{which:5s} K={K} B={B} T={T} M={M} on {device}: peak {peak:.0f} MiB, {ms:.0f} ms forward + backward, "
+          f"loss {loss.item():.4f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="subjepa's environments and regularizer: benchmarks, picture, datasets")
+    parser.add_argument("--bench", action="store_true", help="frames per second and data coverage per env")
+    parser.add_argument("--bench-reg", choices=["safe", "naive"], help="peak memory of the subspace regularizer at K=32, B=128")
+    parser.add_argument("--sheet", default=None, help="write the environments' picture to this PNG")
+    parser.add_argument("--collect", default=None, choices=ENVS, help="collect this env's dataset into --out")
+    parser.add_argument("--out", default=None, help="dataset directory for --collect")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes (default: DATA_DEFAULTS)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per episode (default: DATA_DEFAULTS)")
+    parser.add_argument("--img", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    args = parser.parse_args()
+    if args.bench_reg:
+        bench_regularizer(args.bench_reg)
+    if args.bench:
+        for name in ENVS:
+            n, eps, t0 = 0, [], time.perf_counter()
+            while time.perf_counter() - t0 < 3.0 or len(eps) < 100:  # at least 3 s and 100 episodes
+                eps.append(_episode((name, args.img, 100, 12345, len(eps)))[2])
+                n += 100
+            fps = n / (time.perf_counter() - t0)
+            states = np.concatenate(eps)
+            cov = coverage(name, states, np.arange(0, len(states) + 1, 101))
+            print(f"{name:8s} {fps:7.0f} fps (step + render + policy, one process) | "
+                  + ", ".join(f"{k}: {v:.3g}" for k, v in cov.items()))
+    if args.sheet:
+        envs_sheet(args.sheet, args.img)
+    if args.collect:
+        t0 = time.time()
+        out = args.out or f"data/{args.collect}"
+        collect(args.collect, out, args.episodes, args.steps, args.img, args.seed, args.workers)
+        print(f"collected {args.collect} in {time.time() - t0:.0f} s")

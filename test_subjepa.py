@@ -1,13 +1,28 @@
 """Claims about subjepa, each checked on the CPU in seconds. Run: python -m pytest -q"""
 import dataclasses
 import io
+import json
 import math
+import os
+import runpy
+import signal
+import struct
+import subprocess
+import sys
+import time
+import warnings
+import zlib
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
 
-from subjepa import (JEPA, PRESETS, Config, EppsPulley, SIGReg, SubspaceSIGReg, cem,
-                     epps_pulley_reference)
+import subjepa as sj
+from subjepa import (ENVS, JEPA, POLICIES, PRESETS, Config, EppsPulley, InputError, SIGReg, SubspaceSIGReg, cem,
+                     collect, epps_pulley_reference, load_dataset, make_env, write_png)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def tiny(**kw):
@@ -277,3 +292,334 @@ def test_regularizer_prevents_collapse_while_the_model_fits():
     assert collapsed < start / 2          # seen: 0.095 -> 0.017..0.032 over seeds 0-2
     assert spread > 5 * start             # seen: 0.095 -> 0.65..0.71
     assert pred < 0.02 * spread ** 2      # seen: 0.004..0.005
+
+# -----------------------------------------------------------------------------
+# Environments and datasets
+
+
+def run_policy(env, steps, seed=0):
+    """Step `env` with its scripted policy; returns the actions taken."""
+    policy = POLICIES[env.name](env, np.random.default_rng(seed))
+    actions = []
+    for _ in range(steps):
+        actions.append(policy())
+        env.step(actions[-1])
+    return actions
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_check_env(name):
+    """Every environment passes gymnasium's env checker without a warning, with the specified spaces."""
+    env = make_env(name, img=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env)
+    assert env.observation_space.shape == (32, 32, 3) and env.observation_space.dtype == np.uint8
+    assert env.action_space.shape == ((5,) if name == "cube" else (2,)) and env.action_space.dtype == np.float32
+    assert (env.action_space.low == -1).all() and (env.action_space.high == 1).all()
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(obs, env.render()) and obs.dtype == np.uint8 and obs.shape == (32, 32, 3)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert info == {"success": False} and reward == 0.0 and not terminated and not truncated
+
+
+def test_unknown_env():
+    """An unknown environment name raises an error that lists the valid names."""
+    with pytest.raises(ValueError, match="twoRoom, pushT, reacher, cube"):
+        make_env("pong")
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_reset_determinism(name):
+    """The same seed gives the same first image and state; another seed gives another state."""
+    a, b = make_env(name), make_env(name)
+    oa, _ = a.reset(seed=7)
+    ob, _ = b.reset(seed=7)
+    assert np.array_equal(oa, ob) and np.array_equal(a.get_state(), b.get_state())
+    b.reset(seed=8)
+    assert not np.array_equal(a.get_state(), b.get_state())
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_state_round_trip(name):
+    """set_state(get_state()) in a fresh env reproduces the image and the whole future, bitwise."""
+    env = make_env(name)
+    env.reset(seed=1)
+    run_policy(env, 15)
+    state, image = env.get_state(), env.render()
+    actions = run_policy(env, 20, seed=2)
+    future = env.get_state()
+    twin = make_env(name)
+    twin.reset(seed=99)
+    run_policy(twin, 5, seed=3)  # some unrelated past, which must not leak into the future
+    obs, _ = twin.reset(options={"state": state})
+    assert np.array_equal(obs, image) and np.array_equal(twin.get_state(), state)
+    for a in actions:
+        last = twin.step(a)[0]
+    assert np.array_equal(twin.get_state(), future) and np.array_equal(last, env.render())
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_success_semantics(name):
+    """A state succeeds against itself and fails against a far-away state."""
+    env = make_env(name)
+    env.reset(seed=0)
+    s = env.get_state()
+    far = s.copy()
+    index, shift = {"twoRoom": (0, 30), "pushT": (2, 50), "reacher": (0, 0.5), "cube": (6, 0.1)}[name]
+    far[index] += shift
+    assert env.is_success(s, s) and not env.is_success(s, far) and not env.is_success(far, s)
+
+
+def test_success_thresholds():
+    """Success thresholds are SPEC section 5's, with angles wrapped."""
+    tr, pt, re, cu = (make_env(n) for n in ENVS)
+    assert tr.is_success([100, 100], [115.9, 100]) and not tr.is_success([100, 100], [116.1, 100])
+    s = np.zeros(12)
+    s[4] = np.pi - 0.1
+    g = s.copy()
+    g[4] = -np.pi + 0.1  # 0.2 rad apart across the wrap
+    assert pt.is_success(s, g)
+    g[4] = s[4] + 0.4  # more than pi/9
+    assert not pt.is_success(s, g)
+    g = s.copy()
+    g[:4] = 9.9  # 4-vector norm 19.8
+    assert pt.is_success(s, g)
+    g[:4] = 10.1
+    assert not pt.is_success(s, g)
+    r = np.zeros(6)
+    assert re.is_success(r, r + np.array([2 * np.pi + 0.04, -0.04, 0, 0, 0, 0]))
+    assert not re.is_success(r, r + np.array([0.0, 0.06, 0, 0, 0, 0]))
+    c = np.zeros(31)
+    assert cu.is_success(c, c + np.r_[np.zeros(6), 0.039, np.zeros(24)])
+    assert not cu.is_success(c, c + np.r_[np.zeros(6), 0.0, 0.0, 0.041, np.zeros(22)])
+
+
+def test_info_success_with_goal():
+    """Given a goal at reset, step reports success (and reward 1) once the goal is reached."""
+    env = make_env("twoRoom")
+    env.reset(options={"state": [50.0, 50.0], "goal": [60.0, 50.0]})
+    obs, reward, _, _, info = env.step(np.array([1.0, 0.0], np.float32))
+    assert info["success"] and reward == 1.0
+
+
+def test_two_room_wall_and_door():
+    """The twoRoom agent cannot cross the wall away from the door, and can cross through it."""
+    env = make_env("twoRoom")
+    env.reset(options={"state": [60.0, 150.0]})
+    for _ in range(60):
+        env.step(np.array([1.0, 0.3], np.float32))
+    assert env.get_state()[0] <= 100.0  # stopped at the wall (x = 112 - 5 - 7)
+    env.reset(options={"state": [60.0, 49.0]})
+    for _ in range(60):
+        env.step(np.array([1.0, 0.0], np.float32))
+    assert env.get_state()[0] > 150.0
+
+
+def test_pusht_block_is_quasi_static():
+    """A pushed T block stops within two steps once the agent stops pushing."""
+    env = make_env("pushT")
+    env.reset(options={"state": np.array([150, 250, 300, 256, np.pi / 2, 0, 0, 0, 0, 0, 150, 250.0])})
+    for _ in range(6):
+        env.step(np.array([1.0, 0.0], np.float32))
+    assert env.get_state()[2] > 320  # it was pushed
+    env.step(np.array([-1.0, 0.0], np.float32))
+    env.step(np.zeros(2, np.float32))
+    block = env.get_state()[2:5]
+    for _ in range(5):
+        env.step(np.zeros(2, np.float32))
+    assert np.abs(env.get_state()[2:5] - block).max() < 0.5
+
+
+def test_cube_grasp_and_lift():
+    """The gripper grasps the cube, lifts it and carries it (scripted policy, no noise)."""
+    env = make_env("cube")
+    env.reset(seed=3)
+    policy = POLICIES["cube"](env, np.random.default_rng(0))
+    policy.noise, policy.random_steps = 0.0, 0
+    start = env.get_state()[6:9]
+    carried = False
+    for _ in range(40):
+        env.step(policy())
+        cube = env.get_state()[6:9]
+        carried |= cube[2] > 0.08 and np.hypot(*(cube[:2] - start[:2])) > 0.05
+    assert carried, "the cube was never lifted and carried"
+
+
+def collect_tiny(path, workers, seed=0):
+    return collect("pushT", str(path), episodes=4, steps=30, img=32, seed=seed, workers=workers)
+
+
+def test_collect_and_load(tmp_path):
+    """A collection loads back with the documented format and is the same with 1 or 2 workers."""
+    ds = load_dataset(collect_tiny(tmp_path / "a", workers=2))
+    assert ds.frames.shape == (124, 32, 32, 3) and ds.frames.dtype == np.uint8
+    assert isinstance(ds.frames, np.memmap)  # not read into memory
+    assert ds.actions.shape == (124, 2) and ds.actions.dtype == np.float32
+    assert ds.states.shape == (124, 12) and ds.states.dtype == np.float64
+    assert ds.episodes.tolist() == [0, 31, 62, 93, 124]
+    assert (ds.actions[30::31] == 0).all()  # padding rows
+    real = np.delete(np.asarray(ds.actions), np.s_[30::31], axis=0)
+    np.testing.assert_allclose(ds.meta["action_mean"], real.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(ds.meta["action_std"], real.std(0), rtol=1e-6)
+    assert ds.meta["env"] == "pushT" and ds.meta["img"] == 32 and ds.meta["steps"] == 30
+    ds1 = load_dataset(collect_tiny(tmp_path / "b", workers=1))
+    for k in ("frames", "actions", "states", "episodes"):
+        assert np.array_equal(getattr(ds, k), getattr(ds1, k)), k
+    ds2 = load_dataset(collect_tiny(tmp_path / "c", workers=1, seed=1))
+    assert not np.array_equal(ds.states, ds2.states)
+
+
+def test_dataset_replays_exactly(tmp_path):
+    """Frames are the env's render of the stored states, and stored actions replay the stored states."""
+    ds = load_dataset(collect("cube", str(tmp_path / "d"), episodes=2, steps=30, img=32, workers=1))
+    env = make_env("cube", img=32)
+    for e in range(2):
+        a, b = ds.episodes[e], ds.episodes[e + 1]
+        env.reset(options={"state": ds.states[a]})
+        for i in range(a, b - 1):
+            obs = env.step(ds.actions[i])[0]
+            assert np.array_equal(env.get_state(), ds.states[i + 1]) and np.array_equal(obs, ds.frames[i + 1])
+    assert np.array_equal(env.render_state(ds.states[5]), ds.frames[5])
+
+
+def test_collect_interrupted_leaves_nothing(tmp_path, monkeypatch):
+    """An exception half way through a collection leaves nothing at the path, not even the temporary."""
+    calls = []
+    episode = sj._episode
+
+    def flaky(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return episode(job)
+    monkeypatch.setattr(sj, "_episode", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        collect_tiny(tmp_path / "x", workers=1)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(InputError):
+        load_dataset(tmp_path / "x")
+
+
+def test_collect_killed_leaves_nothing(tmp_path):
+    """A collection process killed half way leaves nothing at the path that loads as a dataset."""
+    path = tmp_path / "k"
+    code = f"import subjepa as E; E.collect('twoRoom', {str(path)!r}, 5000, 100, img=32, workers=1)"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=HERE, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while not any(p.startswith(".k.tmp") for p in os.listdir(tmp_path)) and time.time() - t0 < 30:
+            time.sleep(0.1)
+        time.sleep(1.0)  # some episodes written
+        assert proc.poll() is None, "the collection finished before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not path.exists()
+    with pytest.raises(InputError):
+        load_dataset(path)
+
+
+def test_collect_refuses_existing_path(tmp_path):
+    """collect does not overwrite an existing path."""
+    (tmp_path / "e").mkdir()
+    with pytest.raises(InputError):
+        collect_tiny(tmp_path / "e", workers=1)
+
+
+def test_load_dataset_errors(tmp_path):
+    """Missing or corrupt datasets raise one clear error that says what to do."""
+    with pytest.raises(InputError, match="no dataset"):
+        load_dataset(tmp_path / "nothing")
+    good = collect_tiny(tmp_path / "g", workers=1)
+
+    def broken(name, change):
+        p = tmp_path / name
+        subprocess.run(["cp", "-r", good, str(p)], check=True)
+        change(p)
+        return p
+    cases = [
+        (broken("no_meta", lambda p: os.remove(p / "meta.json")), InputError),
+        (broken("bad_json", lambda p: (p / "meta.json").write_text("{oops")), InputError),
+        (broken("bad_npy", lambda p: (p / "states.npy").write_bytes(b"garbage")), InputError),
+        (broken("dtype", lambda p: np.save(p / "actions.npy", np.zeros((124, 2)))), InputError),
+        (broken("length", lambda p: np.save(p / "states.npy", np.zeros((100, 12)))), InputError),
+        (broken("offsets", lambda p: np.save(p / "episodes.npy", np.array([0, 50, 100]))), InputError),
+        (broken("format", lambda p: (p / "meta.json").write_text(json.dumps({"format": 99}))), InputError),
+    ]
+    for path, error in cases:
+        with pytest.raises(error, match="collect it again") as info:
+            load_dataset(path)
+        assert "\n" not in str(info.value)
+
+
+def test_write_png(tmp_path):
+    """write_png writes a valid 8-bit RGB PNG holding exactly the image's pixels."""
+    img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    write_png(tmp_path / "x.png", img)
+    data = (tmp_path / "x.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h, depth, kind = struct.unpack(">IIBB", data[16:26])
+    assert (w, h, depth, kind) == (7, 5, 8, 2)
+    n = struct.unpack(">I", data[33:37])[0]
+    raw = np.frombuffer(zlib.decompress(data[41:41 + n]), np.uint8).reshape(5, 1 + 7 * 3)
+    assert (raw[:, 0] == 0).all() and np.array_equal(raw[:, 1:].reshape(5, 7, 3), img)
+
+# -----------------------------------------------------------------------------
+# The scripts, end to end
+
+def script(*argv, check=True):
+    """Run train.py or plan.py in a fresh process, as a user would."""
+    r = subprocess.run([sys.executable, *argv], cwd=HERE, capture_output=True, text=True)
+    assert not check or r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data") / "twoRoom")
+    sj.collect("twoRoom", path, episodes=40, steps=60, workers=1)
+    return path
+
+
+TINY_TRAIN = ["--small", "--batch", "8", "--log-every", "5", "--device", "cpu"]
+
+
+def test_resumed_training_equals_uninterrupted_training(small_data, tmp_path, monkeypatch):
+    """Training stopped right after a checkpoint and resumed ends with bitwise the same weights as a run never stopped."""
+    straight = str(tmp_path / "straight.pt")
+    script("train.py", "--data", small_data, "--steps", "10", "--out", straight, *TINY_TRAIN)
+    stopped = str(tmp_path / "stopped.pt")
+    save = sj.save_checkpoint
+
+    def save_then_stop(path, **state):   # a Ctrl-C just after the checkpoint at step 5
+        save(path, **state)
+        if state["step"] == 5:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(sj, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "10", "--out", stopped, *TINY_TRAIN])
+    with pytest.raises(KeyboardInterrupt):
+        runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    assert sj.load_checkpoint(stopped)["step"] == 5
+    r = script("train.py", "--data", small_data, "--steps", "10", "--out", stopped, "--resume", *TINY_TRAIN)
+    assert "resumed" in r.stdout
+    a, b = sj.load_checkpoint(straight), sj.load_checkpoint(stopped)
+    assert b["step"] == 10
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_bad_input_gets_a_one_line_error(small_data, tmp_path):
+    """A missing or corrupt checkpoint, a missing dataset, a wrong --subspaces and an unknown env each give one clear line."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    cases = [
+        (["plan.py", "--ckpt", str(tmp_path / "none.pt")], "no checkpoint at"),
+        (["plan.py", "--ckpt", str(corrupt)], "not a readable checkpoint"),
+        (["plan.py", "--policy", "random", "--data", str(tmp_path / "nodata")], "no dataset at"),
+        (["train.py", "--data", small_data, "--subspaces", "7", *TINY_TRAIN], "does not divide the embedding width 96"),
+        (["train.py", "--env", "threeRoom"], "unknown environment 'threeRoom'"),
+    ]
+    for argv, message in cases:
+        r = script(*argv, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and message in lines[-1] and not any("Traceback" in l for l in lines), r.stderr
