@@ -11,7 +11,6 @@ steps, CEM with 300 samples x 30 elites x 30 iterations over 5 action blocks, re
 import argparse
 import json
 import os
-import sys
 import time
 from contextlib import nullcontext
 
@@ -39,14 +38,11 @@ p.add_argument("--png", default=None, help="filmstrip of the first episodes (def
 p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the rollout, with CUDA graphs on CUDA (default: on for CUDA)")
 p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
 p.add_argument("--small", action="store_true", help="--bench only: time the CPU-sized model")
+p.add_argument("--img", type=int, default=64, help="--bench only: image size (paper: 224, with --patch 14)")
+p.add_argument("--patch", type=int, default=8, help="--bench only: ViT patch size")
 p.add_argument("--bench", action="store_true", help="time CEM solves (fast path against eager fp32) and exit")
-args = p.parse_args()
-sys.excepthook = sj.excepthook
-if args.env not in sj.PRESETS:
-    p.error(f"unknown environment {args.env!r}: choose one of {', '.join(sj.PRESETS)}")
-device = torch.device(args.device or sj.default_device())
-use_compile = device.type == "cuda" if args.compile is None else args.compile
-use_bf16 = device.type == "cuda" if args.bf16 is None else args.bf16
+args = sj.parse_args(p)
+device, use_compile, use_bf16 = args.device, args.compile, args.bf16
 cem_kwargs = dict(samples=args.samples, elites=args.elites, iters=args.iters)
 
 
@@ -59,12 +55,13 @@ def speed_up(model, fast=True):
 
 
 if args.bench:   # random weights and frames: speed does not depend on them
-    cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {})})
+    cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
     flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
     print(f"{device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
           f"{flops / 1e12:.3f} TFLOP of predictor matmuls per episode")
     times = {}
-    for name, fast in (("eager fp32", False), ("fast", True)):
+    fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
+    for name, fast in (("eager fp32", False), (fast_name, True)):
         model = sj.JEPA(cfg).to(device).eval()
         ctx = speed_up(model, fast)
         for E in sorted({1, args.episodes}):
@@ -79,10 +76,10 @@ if args.bench:   # random weights and frames: speed does not depend on them
                 sj.synchronize(device)
                 ms.append(1000 * (time.perf_counter() - t0))
             times[name, E] = min(ms[1:])
-            print(f"{name:10s} {E:3d} episodes: {times[name, E]:9.1f} ms per solve "
+            print(f"{name:16s} {E:3d} episodes: {times[name, E]:9.1f} ms per solve "
                   f"({E * flops / times[name, E] / 1e9:.3g} TFLOP/s)")
     for E in sorted({1, args.episodes}):
-        print(f"speed-up at {E} episodes: {times['eager fp32', E] / times['fast', E]:.2f}x")
+        print(f"speed-up at {E} episodes: {times['eager fp32', E] / times[fast_name, E]:.2f}x")
     raise SystemExit
 
 # -----------------------------------------------------------------------------

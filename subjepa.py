@@ -343,6 +343,25 @@ class JEPA(nn.Module):
         return pred + self.cfg.lam * reg, pred, reg
 
     @torch.no_grad()
+    def calibrate(self, batches):
+        """Set the BatchNorm running statistics to their exact averages over `batches` of (frames,
+        actions) at the current weights. Frames differ little (a 2-pixel agent), so the features
+        entering BatchNorm vary little too; a running mean that lags the weights by a few of their
+        tiny standard deviations would shift every embedding at evaluation. Leaves the model in eval mode."""
+        norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm1d)]
+        self.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None       # a cumulative average over the batches below
+            m.train()
+        for frames, actions in batches:
+            z = self.encode(frames)
+            self.predict(z[:, :-1], actions[:, :z.shape[1] - 1])
+        for m in norms:
+            m.momentum = 0.1
+            m.eval()
+
+    @torch.no_grad()
     def plan(self, obs, goal, horizon=5, generator=None, **cem_kwargs):
         """CEM over `horizon` action blocks for E problems at once: obs, goal frames (E, 3, H, W) ->
         z-scored action blocks (E, horizon, F*A) minimising |z_H - z_goal|^2 after the rollout."""
@@ -1260,7 +1279,7 @@ class Clips:
     taken between them. Frames stay uint8 until the model sees them; on a GPU the whole dataset is
     moved there once and gathered by index (no loader workers), on a CPU it stays memory-mapped."""
 
-    def __init__(self, ds, episodes, frameskip=5, frames=4, device="cpu"):
+    def __init__(self, ds, episodes, frameskip=5, frames=4, device="cpu", resident=None):
         F, T = frameskip, frames
         offsets = ds.episodes
         # a clip starting at row i needs frames i .. i+(T-1)F and action rows i .. i+(T-1)F-1 in one episode
@@ -1270,7 +1289,8 @@ class Clips:
         self.F, self.T, self.device = F, T, torch.device(device)
         mean, std = (torch.tensor(ds.meta[k], dtype=torch.float32) for k in ("action_mean", "action_std"))
         self.actions = ((torch.tensor(ds.actions) - mean) / std).to(self.device)  # (N, A)
-        self.frames = ds.frames if self.device.type == "cpu" else torch.tensor(ds.frames, device=self.device)
+        resident = self.device.type != "cpu" if resident is None else resident
+        self.frames = torch.tensor(ds.frames, device=self.device) if resident else ds.frames
 
     def __len__(self):
         return len(self.starts)
@@ -1303,6 +1323,20 @@ def excepthook(kind, err, tb, default=sys.excepthook):
 
 def default_device():
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def parse_args(parser):
+    """The scripts' common start: parse the flags, print bad input as one line, check --env, pick the
+    device (cuda, then mps, then cpu) and turn compile and bf16 on by default on CUDA only."""
+    args = parser.parse_args()
+    sys.excepthook = excepthook
+    if args.env not in PRESETS:
+        parser.error(f"unknown environment {args.env!r}: choose one of {', '.join(PRESETS)}")
+    args.device = torch.device(args.device or default_device())
+    for fast in ("compile", "bf16"):
+        if getattr(args, fast) is None:
+            setattr(args, fast, args.device.type == "cuda")
+    return args
 
 
 def synchronize(device):

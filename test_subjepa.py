@@ -578,7 +578,7 @@ def script(*argv, check=True):
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("data") / "twoRoom")
-    sj.collect("twoRoom", path, episodes=40, steps=60, workers=1)
+    sj.collect("twoRoom", path, episodes=40, steps=60, img=32, workers=1)
     return path
 
 
@@ -623,3 +623,81 @@ def test_bad_input_gets_a_one_line_error(small_data, tmp_path):
         r = script(*argv, check=False)
         lines = r.stderr.strip().splitlines()
         assert r.returncode != 0 and message in lines[-1] and not any("Traceback" in l for l in lines), r.stderr
+
+# -----------------------------------------------------------------------------
+# The fast path computes what the plain path computes
+
+
+def test_resident_frames_give_the_same_clips(small_data):
+    """Frames gathered by index from a device tensor (the GPU path) equal those read from the memory map."""
+    ds = load_dataset(small_data)
+    a, b = (sj.Clips(ds, range(5), resident=r) for r in (False, True))
+    idx = torch.randint(len(a), (16,), generator=torch.Generator().manual_seed(0))
+    for x, y in zip(a.get(idx), b.get(idx)):
+        assert torch.equal(x, y)
+    frames, actions = a.get(idx)
+    assert frames.shape == (16, 4, 3, 32, 32) and frames.dtype == torch.uint8 and actions.shape == (16, 3, 10)
+
+
+def test_compiled_loss_and_gradients_equal_eager():
+    """torch.compile's graph of the loss (with the hand-written regularizer backward) gives the eager losses and gradients.
+    (On CPU the graph runs through aot_eager, which is quick to build; `train.py --bench` compares Inductor's on a GPU.)"""
+    torch.manual_seed(0)
+    model = JEPA(tiny(dropout=0.0))
+    frames = torch.randint(0, 256, (8, 4, 3, 16, 16), dtype=torch.uint8)
+    actions = torch.randn(8, 3, 10)
+    outs = []
+    for fn in (model.loss, torch.compile(model.loss, backend="aot_eager")):
+        torch.manual_seed(1)                          # the same regularizer directions
+        losses = fn(frames, actions)
+        grads = torch.autograd.grad(losses[0], list(model.parameters()))
+        outs.append((torch.stack(losses), grads))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-5)
+    assert all(torch.allclose(g, h, rtol=1e-4, atol=1e-8) for g, h in zip(outs[0][1], outs[1][1]))
+
+
+def test_bf16_loss_is_close_to_fp32():
+    """Under bf16 autocast the losses stay within 3% of fp32 (the regularizer itself runs in fp32)."""
+    torch.manual_seed(0)
+    model = JEPA(tiny(dropout=0.0))
+    frames = torch.randint(0, 256, (16, 4, 3, 16, 16), dtype=torch.uint8)
+    actions = torch.randn(16, 3, 10)
+    torch.manual_seed(1)
+    fp32 = torch.stack(model.loss(frames, actions))
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = torch.stack(model.loss(frames, actions)).float()
+    assert torch.allclose(bf16, fp32, rtol=0.03), (fp32, bf16)
+
+
+def test_fast_planning_plans_like_the_plain_path():
+    """A compiled rollout gives the eager plan; a bf16 plan reaches a cost within 5% of the fp32 plan's."""
+    torch.manual_seed(0)
+    model = JEPA(tiny(dropout=0.0)).eval()
+    obs, goal = torch.randint(0, 256, (2, 3, 3, 16, 16), dtype=torch.uint8)
+    plan = lambda: model.plan(obs, goal, generator=torch.Generator().manual_seed(0), samples=64, elites=8, iters=5)
+    eager = plan()
+    model.rollout = torch.compile(JEPA.rollout.__get__(model), backend="aot_eager")
+    assert torch.allclose(plan(), eager, atol=1e-5)
+    del model.rollout
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = plan()
+    cost = lambda a: (model.rollout(model.encode(obs[:, None]), a)[:, -1] - model.encode(goal[:, None])[:, 0]).pow(2).sum(-1)
+    assert (cost(fast) <= 1.05 * cost(eager)).all(), (cost(fast), cost(eager))
+
+
+def test_trained_model_plans_far_better_than_random(tmp_path):
+    """End to end on twoRoom: collect, train a small Sub-JEPA for two minutes on the CPU, plan on held-out
+    episodes; it succeeds far more often than a random policy on the same episodes."""
+    data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
+    sj.collect("twoRoom", data, episodes=E2E["episodes"], steps=100, img=E2E["img"], workers=2)
+    script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", str(E2E["steps"]), "--batch", "32",
+           "--lr", "1e-3", "--log-every", str(E2E["steps"]), "--device", "cpu")
+    rates = {}
+    for policy in ("random", "model"):
+        out = str(tmp_path / f"{policy}.json")
+        script("plan.py", "--data", data, "--ckpt", ckpt, "--policy", policy, "--episodes", "30", "--samples", "100",
+               "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
+        rates[policy] = json.load(open(out))["success_rate"]
+    print(rates)
+    assert rates["model"] >= rates["random"] + E2E["margin"]

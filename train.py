@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import math
 import os
-import sys
 import time
 from contextlib import nullcontext
 
@@ -41,22 +40,26 @@ p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, he
 p.add_argument("--seed", type=int, default=0, help="seed of the model, the clip order and the dropout")
 p.add_argument("--log-every", type=int, default=250, help="steps between log lines, validation and checkpoints")
 p.add_argument("--bench", action="store_true", help="time training steps (fast path against eager fp32) and exit")
-args = p.parse_args()
-sys.excepthook = sj.excepthook
-if args.env not in sj.PRESETS:
-    p.error(f"unknown environment {args.env!r}: choose one of {', '.join(sj.PRESETS)}")
+args = sj.parse_args(p)
 
 # -----------------------------------------------------------------------------
 # setup
-device = torch.device(args.device or sj.default_device())
-use_compile = device.type == "cuda" if args.compile is None else args.compile
-use_bf16 = device.type == "cuda" if args.bf16 is None else args.bf16
+device, use_compile, use_bf16 = args.device, args.compile, args.bf16
 ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 torch.manual_seed(args.seed)
 gen = torch.Generator(device=device).manual_seed(args.seed)   # clip order
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 out = args.out or f"runs/{args.env}.pt"
 
+
+def make_config(img, action_dim):
+    cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": img, "patch": args.patch,
+                       "action_dim": action_dim})
+    if args.subspaces is not None:
+        cfg.subspaces = args.subspaces
+    if args.lam is not None:
+        cfg.lam = args.lam
+    return cfg
 
 
 def train_step(model, opt, loss_fn, frames, actions):
@@ -70,9 +73,7 @@ def train_step(model, opt, loss_fn, frames, actions):
 
 
 if args.bench:   # synthetic frames resident on the device; the paper's model unless --small
-    cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
-    if args.subspaces is not None:
-        cfg.subspaces = args.subspaces
+    cfg = make_config(args.img, sj.PRESETS[args.env]["action_dim"])
     fake = sj.Dataset(frames=torch.randint(0, 256, (4096, cfg.img, cfg.img, 3), dtype=torch.uint8).numpy(),
                       actions=torch.randn(4096, cfg.action_dim).numpy(), states=None,
                       episodes=torch.arange(0, 4097, 64).numpy(),
@@ -81,9 +82,10 @@ if args.bench:   # synthetic frames resident on the device; the paper's model un
     flops = sj.train_flops(cfg, args.batch)
     print(f"{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), batch {args.batch} "
           f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
-          "(matmuls, forward + backward = 3x forward)")
+          "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
     timings = {}
-    for name, fast in (("eager fp32", False), ("compile + bf16" if use_compile or use_bf16 else "eager fp32 again", True)):
+    fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
+    for name, fast in (("eager fp32", False), (fast_name, True)):
         torch.manual_seed(args.seed)
         model = sj.JEPA(cfg).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3)
@@ -96,7 +98,10 @@ if args.bench:   # synthetic frames resident on the device; the paper's model un
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 t0 = time.perf_counter()
-            train_step(model, opt, loss_fn, *clips.sample(args.batch))
+            losses = train_step(model, opt, loss_fn, *clips.sample(args.batch))
+            if i == 0:   # same weights and batch in both runs: pred should agree to bf16 precision (reg
+                #          draws fresh directions, which compiled code takes from its own generator)
+                print(f"{name:16s} first step: loss {losses[0].item():.4f} pred {losses[1].item():.5f} reg {losses[2].item():.4f}")
         sj.synchronize(device)
         ms = 1000 * (time.perf_counter() - t0) / n
         mem = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""
@@ -111,7 +116,7 @@ if args.bench:   # synthetic frames resident on the device; the paper's model un
 data = args.data or f"data/{args.env}-{args.img}px"
 if args.data is None and not os.path.exists(data):
     print(f"collecting the {args.env} dataset into {data}")
-    sj.collect(args.env, data, img=args.img, seed=args.seed, **({"episodes": args.episodes} if args.episodes else {}))
+    sj.collect(args.env, data, episodes=args.episodes, img=args.img)   # data seed 0, whatever --seed
 ds = sj.load_dataset(data)
 if ds.meta["env"] != args.env:
     raise sj.InputError(f"{data} holds {ds.meta['env']} data, not {args.env}: pass the matching --env or --data")
@@ -127,12 +132,7 @@ ckpt = sj.load_checkpoint(out) if args.resume else None
 if ckpt:
     cfg = sj.Config(**ckpt["config"])
 else:
-    cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": ds.meta["img"],
-                       "patch": args.patch, "action_dim": ds.actions.shape[1]})
-    if args.subspaces is not None:
-        cfg.subspaces = args.subspaces
-    if args.lam is not None:
-        cfg.lam = args.lam
+    cfg = make_config(ds.meta["img"], ds.actions.shape[1])
 model = sj.JEPA(cfg).to(device)
 opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3)
 step = 0
@@ -146,6 +146,8 @@ if ckpt:
 print(f"{'Sub-JEPA, K=%d' % cfg.subspaces if cfg.subspaces else 'LeWM, global SIGReg'}; "
       + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in model.param_counts().items())
       + f"; {device}, compile {use_compile}, bf16 {use_bf16}")
+if device.type == "cpu" and not args.small and cfg.dim == sj.Config.dim:
+    print("note: the paper's model takes ~3 s a step on a 2-core CPU; --small is the CPU recipe (README)")
 loss_fn = torch.compile(model.loss) if use_compile else model.loss
 warmup = args.warmup if args.warmup is not None else args.steps // 20
 
@@ -158,10 +160,10 @@ def lr_at(s):   # linear warm-up, then cosine decay to zero
 
 @torch.no_grad()
 def validate(batches=8):
-    """Losses on held-out clips, the same ones every time."""
-    model.eval()
+    """Recalibrate BatchNorm on training clips, then the losses on held-out clips, the same ones every time."""
     g = torch.Generator(device=device).manual_seed(1234)
     with ctx:
+        model.calibrate(train.sample(args.batch, g) for _ in range(20))
         losses = torch.tensor([[x.item() for x in model.loss(*val.sample(args.batch, g))] for _ in range(batches)])
     model.train()
     return losses.mean(0)
