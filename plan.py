@@ -57,7 +57,7 @@ def speed_up(model, fast=True):
 if args.bench:   # random weights and frames: speed does not depend on them
     cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
     flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
-    print(f"{device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
+    print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
           f"{flops / 1e12:.3f} TFLOP of predictor matmuls per episode")
     times = {}
     fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"

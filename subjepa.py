@@ -3,14 +3,15 @@ subjepa: JEPA world models that learn from pixels and plan with them, in one fil
 
 Two papers, one model. LeWorldModel (LeWM, arXiv 2603.19312) trains a ViT encoder and an
 action-conditioned predictor end to end with a next-embedding loss plus SIGReg, a test that pushes
-the embeddings towards an isotropic Gaussian (from LeJEPA, arXiv 2511.08544). Sub-JEPA
+the embeddings towards an isotropic Gaussian (from LeJEPA, Balestriero & LeCun 2025). Sub-JEPA
 (arXiv 2605.09241) keeps everything and applies the same test inside K frozen random subspaces.
 
     frames (B,T,3,H,W) -> encoder+projector -> z (B,T,D) -> predictor(z[:, :-1], a) -> z_hat (B,T-1,D)
     loss = mse(z_hat, z[:, 1:]) + lambda * Reg(z)        Reg = SIGReg (K=0) or SubspaceSIGReg (K>0)
 
 Planning: encode the current and the goal frame, roll the predictor out over H action blocks and let
-CEM pick the blocks whose last predicted embedding lands nearest the goal's.
+CEM pick the blocks whose last predicted embedding lands nearest the goal's. The second half of the
+file holds the four worlds (twoRoom, pushT, reacher, cube), their renderer, scripted data and datasets.
 
 Shape letters used everywhere:
     B batch   T frames (time)   N patches   D embedding (192)   A raw action dim   F frameskip
@@ -1287,6 +1288,7 @@ class Clips:
         if len(self.starts) == 0:
             raise InputError(f"episodes are too short for clips of {T} frames every {F} steps")
         self.F, self.T, self.device = F, T, torch.device(device)
+        self.starts = self.starts.to(self.device)
         mean, std = (torch.tensor(ds.meta[k], dtype=torch.float32) for k in ("action_mean", "action_std"))
         self.actions = ((torch.tensor(ds.actions) - mean) / std).to(self.device)  # (N, A)
         resident = self.device.type != "cpu" if resident is None else resident
@@ -1297,7 +1299,7 @@ class Clips:
 
     def get(self, idx):
         """Clips number idx (B,) -> frames (B, T, 3, H, W) uint8, actions (B, T-1, F*A)."""
-        i = self.starts[idx].to(self.device)[:, None]                       # (B, 1)
+        i = self.starts[idx][:, None]                                       # (B, 1)
         rows = i + self.F * torch.arange(self.T, device=self.device)        # (B, T) frame rows
         if isinstance(self.frames, torch.Tensor):
             frames = self.frames[rows]
@@ -1307,7 +1309,7 @@ class Clips:
         return frames.permute(0, 1, 4, 2, 3), acts.reshape(len(i), self.T - 1, -1)
 
     def sample(self, batch, generator=None):
-        return self.get(torch.randint(len(self), (batch,), generator=generator))
+        return self.get(torch.randint(len(self), (batch,), generator=generator, device=self.device))
 
 
 # -----------------------------------------------------------------------------
@@ -1382,6 +1384,7 @@ def bench_regularizer(which, K=32, B=128, T=4, M=1024):
     in a fresh process (`python subjepa.py --bench-reg safe|naive`): peak RSS on a CPU, allocator on CUDA."""
     import resource
     device = torch.device(default_device())
+    torch.manual_seed(0)                     # the same z and directions for both: the losses must agree
     reg = SubspaceSIGReg(192, K, num_proj=M).to(device)
     z = torch.randn(T, B, 192, device=device, requires_grad=True)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024                      # MiB

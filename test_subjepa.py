@@ -687,12 +687,13 @@ def test_fast_planning_plans_like_the_plain_path():
 
 
 def test_trained_model_plans_far_better_than_random(tmp_path):
-    """End to end on twoRoom: collect, train a small Sub-JEPA for two minutes on the CPU, plan on held-out
-    episodes; it succeeds far more often than a random policy on the same episodes."""
+    """End to end on twoRoom: collect 300 episodes, train a small Sub-JEPA for 1000 steps on the CPU, plan
+    on 30 held-out episodes (CEM 100 x 10); it succeeds far more often than a random policy on the same ones.
+    Seen with data and training seeds 0, 1, 2 (seed 0 is this test): @E2E_SEEN@."""
     data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
-    sj.collect("twoRoom", data, episodes=E2E["episodes"], steps=100, img=E2E["img"], workers=2)
-    script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", str(E2E["steps"]), "--batch", "32",
-           "--lr", "1e-3", "--log-every", str(E2E["steps"]), "--device", "cpu")
+    sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)
+    script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", "1000", "--batch", "16", "--lr", "1e-3",
+           "--log-every", "1000", "--device", "cpu")
     rates = {}
     for policy in ("random", "model"):
         out = str(tmp_path / f"{policy}.json")
@@ -700,4 +701,4 @@ def test_trained_model_plans_far_better_than_random(tmp_path):
                "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
         rates[policy] = json.load(open(out))["success_rate"]
     print(rates)
-    assert rates["model"] >= rates["random"] + E2E["margin"]
+    assert rates["model"] >= rates["random"] + @E2E_MARGIN@

@@ -80,7 +80,7 @@ if args.bench:   # synthetic frames resident on the device; the paper's model un
                       meta=dict(action_mean=[0.0] * cfg.action_dim, action_std=[1.0] * cfg.action_dim))
     clips = sj.Clips(fake, range(64), device=device)
     flops = sj.train_flops(cfg, args.batch)
-    print(f"{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), batch {args.batch} "
+    print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}, batch {args.batch} "
           f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
           "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
     timings = {}
