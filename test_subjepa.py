@@ -687,13 +687,14 @@ def test_fast_planning_plans_like_the_plain_path():
 
 
 def test_trained_model_plans_far_better_than_random(tmp_path):
-    """End to end on twoRoom: collect 300 episodes, train a small Sub-JEPA for 1000 steps on the CPU, plan
-    on 30 held-out episodes (CEM 100 x 10); it succeeds far more often than a random policy on the same ones.
-    Seen with data and training seeds 0, 1, 2 (seed 0 is this test): @E2E_SEEN@."""
+    """End to end on twoRoom: collect 300 episodes, train a small Sub-JEPA for 1500 steps on the CPU, plan
+    on 30 held-out episodes (CEM 100 x 10); it succeeds at least 10 points more often than a random policy
+    on the same episodes. Seen with data and training seeds 0 (this test), 1, 2: model 80%, 80%, 30%
+    against random 13%, 17%, 20%; short training is not always this good, hence the modest margin."""
     data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
     sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)
-    script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", "1000", "--batch", "16", "--lr", "1e-3",
-           "--log-every", "1000", "--device", "cpu")
+    script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", "1500", "--batch", "16", "--lr", "1e-3",
+           "--log-every", "1500", "--device", "cpu")
     rates = {}
     for policy in ("random", "model"):
         out = str(tmp_path / f"{policy}.json")
@@ -701,4 +702,4 @@ def test_trained_model_plans_far_better_than_random(tmp_path):
                "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
         rates[policy] = json.load(open(out))["success_rate"]
     print(rates)
-    assert rates["model"] >= rates["random"] + @E2E_MARGIN@
+    assert rates["model"] >= rates["random"] + 0.1
