@@ -1,5 +1,5 @@
 """
-Plan with a trained world model and measure success by the papers' protocol (SPEC section 4): 50
+Plan with a trained world model and measure success by the papers' protocol: 50
 episodes from held-out dataset episodes, goal = the state 25 steps after the start, 50 environment
 steps, CEM with 300 samples x 30 elites x 30 iterations over 5 action blocks, re-planned every 25 steps.
 

@@ -436,7 +436,7 @@ def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=No
 #
 #     env = make_env("pushT")                  # observations are (img, img, 3) uint8 RGB frames
 #     obs, _ = env.reset(options={"state": s, "goal": g})   # start from a dataset state, know the goal
-#     obs, r, terminated, truncated, info = env.step(a)     # info["success"]: SPEC section 5's test
+#     obs, r, terminated, truncated, info = env.step(a)     # info["success"]: the papers' success test
 #     collect("pushT", "data/pushT", episodes=1000, steps=100); ds = load_dataset("data/pushT")
 # =============================================================================
 
