@@ -40,7 +40,7 @@ def expected_gaussian(reg):
 # SIGReg
 
 def test_sigreg_constants_match_the_paper():
-    """The quadrature gives the SPEC's constants: E[stat] = 1.0525 for N(0, I) and 0.4020 * B for a collapse."""
+    """The quadrature gives the papers' constants: E[stat] = 1.0525 for N(0, I) and 0.4020 * B for a collapse."""
     reg = SIGReg()
     assert expected_gaussian(reg) == pytest.approx(1.0525, abs=1e-4)
     assert (reg.w * (1 - reg.phi) ** 2).sum().item() == pytest.approx(0.4020, abs=1e-4)
@@ -372,7 +372,7 @@ def test_success_semantics(name):
 
 
 def test_success_thresholds():
-    """Success thresholds are SPEC section 5's, with angles wrapped."""
+    """Success thresholds are the papers', with angles wrapped."""
     tr, pt, re, cu = (make_env(n) for n in ENVS)
     assert tr.is_success([100, 100], [115.9, 100]) and not tr.is_success([100, 100], [116.1, 100])
     s = np.zeros(12)
