@@ -695,11 +695,11 @@ def test_trained_model_plans_far_better_than_random(tmp_path):
     sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)
     script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", "1500", "--batch", "16", "--lr", "1e-3",
            "--log-every", "1500", "--device", "cpu")
-    rates = {}
+    successes = {}
     for policy in ("random", "model"):
         out = str(tmp_path / f"{policy}.json")
         script("plan.py", "--data", data, "--ckpt", ckpt, "--policy", policy, "--episodes", "30", "--samples", "100",
                "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
-        rates[policy] = json.load(open(out))["success_rate"]
-    print(rates)
-    assert rates["model"] >= rates["random"] + 0.1
+        successes[policy] = json.load(open(out))["successes"]
+    print(successes, "successes of 30")
+    assert successes["model"] >= successes["random"] + 3          # 10 points, in whole episodes
