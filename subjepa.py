@@ -214,8 +214,12 @@ class EppsPulley(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, t, w, phi):
-        C = torch.stack([torch.cos(tk * h).mean(-2) for tk in t], -1)  # (..., M, knots) real part
-        S = torch.stack([torch.sin(tk * h).mean(-2) for tk in t], -1)  # (..., M, knots) imaginary part
+        C, S = [], []                      # real and imaginary parts of the empirical characteristic function
+        for tk in t:
+            x = tk * h
+            C.append(torch.cos(x).mean(-2))
+            S.append(torch.sin(x).mean(-2))
+        C, S = torch.stack(C, -1), torch.stack(S, -1)                  # (..., M, knots)
         ctx.save_for_backward(h, t, w, phi, C, S)
         return h.shape[-2] * (((C - phi) ** 2 + S ** 2) @ w)
 
@@ -224,7 +228,10 @@ class EppsPulley(torch.autograd.Function):
         h, t, w, phi, C, S = ctx.saved_tensors
         a = (2 * w * t * S).unsqueeze(-3)              # (..., 1, M, knots)
         b = (2 * w * t * (C - phi)).unsqueeze(-3)
-        grad = sum(a[..., k] * torch.cos(t[k] * h) - b[..., k] * torch.sin(t[k] * h) for k in range(len(t)))
+        grad = 0
+        for k in range(len(t)):
+            x = t[k] * h
+            grad = grad + a[..., k] * torch.cos(x) - b[..., k] * torch.sin(x)
         return grad * g.unsqueeze(-2), None, None, None
 
 
