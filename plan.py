@@ -16,6 +16,7 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import subjepa as sj
 
@@ -24,28 +25,23 @@ p.add_argument("--env", default="twoRoom", help=f"environment: {', '.join(sj.PRE
 p.add_argument("--ckpt", default=None, help="checkpoint (default: runs/<env>.pt)")
 p.add_argument("--data", default=None, help="dataset whose held-out episodes give starts and goals (default: the checkpoint's)")
 p.add_argument("--policy", choices=["model", "random"], default="model", help="plan with the model, or act at random")
-p.add_argument("--episodes", type=int, default=50, help="evaluation episodes (paper: 50)")
+p.add_argument("--episodes", type=sj.number(int, 1), default=50, help="evaluation episodes (paper: 50)")
 p.add_argument("--seed", type=int, default=42, help="evaluation seed: picks starts and goals, seeds CEM (paper: 42)")
-p.add_argument("--budget", type=int, default=50, help="environment steps per episode (paper: 50)")
-p.add_argument("--goal-offset", type=int, default=25, help="the goal is the dataset state this many steps after the start (paper: 25)")
-p.add_argument("--horizon", type=int, default=5, help="action blocks planned (paper: 5, i.e. 25 steps)")
-p.add_argument("--samples", type=int, default=300, help="CEM samples per iteration (paper: 300)")
-p.add_argument("--elites", type=int, default=30, help="CEM elites (paper: 30)")
-p.add_argument("--iters", type=int, default=30, help="CEM iterations (paper: 30)")
+p.add_argument("--budget", type=sj.number(int, 1), default=50, help="environment steps per episode (paper: 50)")
+p.add_argument("--goal-offset", type=sj.number(int, 1), default=25, help="the goal is the dataset state this many steps after the start (paper: 25)")
+p.add_argument("--horizon", type=sj.number(int, 1), default=5, help="action blocks planned (paper: 5, i.e. 25 steps)")
+p.add_argument("--samples", type=sj.number(int, 1), default=300, help="CEM samples per iteration (paper: 300)")
+p.add_argument("--elites", type=sj.number(int, 2), default=30, help="CEM elites (paper: 30)")
+p.add_argument("--iters", type=sj.number(int, 1), default=30, help="CEM iterations (paper: 30)")
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
-p.add_argument("--json", default=None, help="write the results to this JSON file")
-p.add_argument("--png", default=None, help="filmstrip of the first episodes (default: runs/<env>-<policy>.png)")
+p.add_argument("--json", default=None, help="write the results to this JSON file (replaced if it exists)")
+p.add_argument("--png", default=None, help="filmstrip of the first episodes (default: runs/<env>-<policy>.png, replaced)")
 p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the rollout, with CUDA graphs on CUDA (default: on for CUDA)")
 p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
 p.add_argument("--small", action="store_true", help="--bench only: time the CPU-sized model")
-p.add_argument("--img", type=int, default=64, help="--bench only: image size (paper: 224, with --patch 14)")
-p.add_argument("--patch", type=int, default=8, help="--bench only: ViT patch size")
+p.add_argument("--img", type=sj.number(int, 8), default=64, help="--bench only: image size (paper: 224, with --patch 14)")
+p.add_argument("--patch", type=sj.number(int, 1), default=8, help="--bench only: ViT patch size")
 p.add_argument("--bench", action="store_true", help="time CEM solves (fast path against eager fp32) and exit")
-args = sj.parse_args(p)
-device, use_compile, use_bf16 = args.device, args.compile, args.bf16
-cem_kwargs = dict(samples=args.samples, elites=args.elites, iters=args.iters)
-
-
 def speed_up(model, fast=True):
     """The fast path: the rollout compiled (its 5 predictor calls become one graph; on CUDA, replayed as a
     CUDA graph) and bf16 autocast. Returns the autocast context to plan in."""
@@ -54,113 +50,131 @@ def speed_up(model, fast=True):
     return torch.autocast(device.type, dtype=torch.bfloat16) if fast and use_bf16 else nullcontext()
 
 
-if args.bench:   # random weights and frames: speed does not depend on them
-    cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
-    flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
-    print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
-          f"{flops / 1e12:.3f} TFLOP of predictor matmuls per episode")
-    times = {}
-    fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
-    for name, fast in (("eager fp32", False), (fast_name, True)):
-        model = sj.JEPA(cfg).to(device).eval()
-        ctx = speed_up(model, fast)
+if __name__ == "__main__":
+    args = sj.parse_args(p)
+    device, use_compile, use_bf16 = args.device, args.compile, args.bf16
+    cem_kwargs = dict(samples=args.samples, elites=args.elites, iters=args.iters)
+    if args.elites > args.samples:
+        raise sj.InputError(f"--elites {args.elites} is more than --samples {args.samples}: CEM keeps the best "
+                            "elites of the samples, so pass --elites <= --samples")
+
+    if args.bench:   # random weights and frames: speed does not depend on them
+        cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
+        flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
+        print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
+              f"{flops / 1e12:.3f} TFLOP of predictor matmuls per episode")
+        times = {}
+        fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
+        for name, fast in (("eager fp32", False), (fast_name, True)):
+            model = sj.JEPA(cfg).to(device).eval()
+            ctx = speed_up(model, fast)
+            for E in sorted({1, args.episodes}):
+                frames = torch.randint(0, 256, (2, E, 3, cfg.img, cfg.img), dtype=torch.uint8, device=device)
+                gen = torch.Generator(device=device).manual_seed(0)
+                ms = []
+                for i in range(4):   # the first solve compiles and warms up
+                    sj.synchronize(device)
+                    t0 = time.perf_counter()
+                    with ctx:
+                        model.plan(*frames, args.horizon, gen, **cem_kwargs)
+                    sj.synchronize(device)
+                    ms.append(1000 * (time.perf_counter() - t0))
+                times[name, E] = min(ms[1:])
+                print(f"{name:16s} {E:3d} episodes: {times[name, E]:9.1f} ms per solve "
+                      f"({E * flops / times[name, E] / 1e9:.3g} TFLOP/s)")
         for E in sorted({1, args.episodes}):
-            frames = torch.randint(0, 256, (2, E, 3, cfg.img, cfg.img), dtype=torch.uint8, device=device)
-            gen = torch.Generator(device=device).manual_seed(0)
-            ms = []
-            for i in range(4):   # the first solve compiles and warms up
+            print(f"speed-up at {E} episodes: {times['eager fp32', E] / times[fast_name, E]:.2f}x")
+        raise SystemExit
+
+    # -----------------------------------------------------------------------------
+    # model and data
+    png = args.png or f"runs/{args.env}-{args.policy}.png"
+    for path, flag in ((args.json, "--json"), (png, "--png")):   # fail now, not after the evaluation
+        if path:
+            sj.writable(path, flag)
+    model, ckpt = None, None
+    if args.policy == "model":
+        model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device)
+        if ckpt["env"] != args.env:
+            raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
+        mean, std = (torch.tensor(ckpt[k], device=device) for k in ("action_mean", "action_std"))
+        ctx = speed_up(model)
+    data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
+    ds = sj.load_dataset(data)
+    if ds.meta["env"] != args.env:
+        raise sj.InputError(f"{data} holds {ds.meta['env']} data, not {args.env}: pass the matching --data")
+    if model and model.cfg.img != ds.meta["img"]:
+        raise sj.InputError(f"the model sees {model.cfg.img} px frames and {data} holds {ds.meta['img']} px ones: "
+                            "pass the --data the model was trained on")
+    F = model.cfg.frameskip if model else sj.Config.frameskip   # raw steps per action block
+
+    # starts and goals: a random step of a held-out episode, and the state goal_offset steps later
+    rng = np.random.default_rng(args.seed)
+    _, held = sj.split_episodes(len(ds.episodes) - 1)
+    long_enough = [e for e in held if ds.episodes[e + 1] - ds.episodes[e] > args.goal_offset]
+    if not long_enough:
+        raise sj.InputError(f"no held-out episode in {data} is longer than {args.goal_offset} steps")
+    eps = rng.choice(long_enough, args.episodes)
+    starts = np.array([rng.integers(ds.episodes[e], ds.episodes[e + 1] - args.goal_offset) for e in eps])
+    goals = starts + args.goal_offset
+
+    envs = [sj.make_env(args.env, ds.meta["img"]) for _ in eps]
+    goal_imgs = [env.render_state(ds.states[g]) for env, g in zip(envs, goals)]   # the goal image, drawn from its state
+    obs = np.stack([env.reset(options=dict(state=ds.states[s], goal=ds.states[g]))[0]
+                    for env, s, g in zip(envs, starts, goals)])                      # (E, H, W, 3)
+    to_torch = lambda x: torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).to(device)  # (E, 3, H, W)
+    goal_t = to_torch(goal_imgs)
+
+    # -----------------------------------------------------------------------------
+    # the control loop: plan all episodes together, execute the whole plan, plan again
+    E, A = len(eps), envs[0].action_space.shape[0]
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    success = np.zeros(E, bool)
+    film = [obs]
+    solve_ms = []
+    solves = -(-args.budget // (args.horizon * F))   # re-plan after each executed plan of horizon * F steps
+    bar = tqdm(total=solves * args.iters, desc=f"plan {E} episodes ({solves} solves of {args.iters} CEM iterations)",
+               unit="iter", dynamic_ncols=True, disable=model is None)
+    t_start = time.perf_counter()
+    for t in range(args.budget):
+        if t % (args.horizon * F) == 0:
+            if model is None:
+                plan = rng.uniform(-1, 1, (E, args.horizon * F, A))
+            else:
                 sj.synchronize(device)
                 t0 = time.perf_counter()
                 with ctx:
-                    model.plan(*frames, args.horizon, gen, **cem_kwargs)
-                sj.synchronize(device)
-                ms.append(1000 * (time.perf_counter() - t0))
-            times[name, E] = min(ms[1:])
-            print(f"{name:16s} {E:3d} episodes: {times[name, E]:9.1f} ms per solve "
-                  f"({E * flops / times[name, E] / 1e9:.3g} TFLOP/s)")
-    for E in sorted({1, args.episodes}):
-        print(f"speed-up at {E} episodes: {times['eager fp32', E] / times[fast_name, E]:.2f}x")
-    raise SystemExit
+                    blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar, **cem_kwargs)  # (E, H, F*A), z-scored
+                plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
+                solve_ms.append(1000 * (time.perf_counter() - t0))
+            k = t
+        results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
+        obs = np.stack([r[0] for r in results])
+        success |= [r[4]["success"] for r in results]          # the environment's success test against the goal
+        if (t + 1) % 5 == 0:
+            film.append(obs)
+    wall = time.perf_counter() - t_start
+    bar.close()
 
-# -----------------------------------------------------------------------------
-# model and data
-model, ckpt = None, None
-if args.policy == "model":
-    model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device)
-    if ckpt["env"] != args.env:
-        raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
-    mean, std = (torch.tensor(ckpt[k], device=device) for k in ("action_mean", "action_std"))
-    ctx = speed_up(model)
-data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
-ds = sj.load_dataset(data)
-if ds.meta["env"] != args.env:
-    raise sj.InputError(f"{data} holds {ds.meta['env']} data, not {args.env}: pass the matching --data")
-
-# starts and goals: a random step of a held-out episode, and the state goal_offset steps later
-rng = np.random.default_rng(args.seed)
-_, held = sj.split_episodes(len(ds.episodes) - 1)
-long_enough = [e for e in held if ds.episodes[e + 1] - ds.episodes[e] > args.goal_offset]
-if not long_enough:
-    raise sj.InputError(f"no held-out episode in {data} is longer than {args.goal_offset} steps")
-eps = rng.choice(long_enough, args.episodes)
-starts = np.array([rng.integers(ds.episodes[e], ds.episodes[e + 1] - args.goal_offset) for e in eps])
-goals = starts + args.goal_offset
-
-envs = [sj.make_env(args.env, ds.meta["img"]) for _ in eps]
-goal_imgs = [env.render_state(ds.states[g]) for env, g in zip(envs, goals)]   # the goal image, drawn from its state
-obs = np.stack([env.reset(options=dict(state=ds.states[s], goal=ds.states[g]))[0]
-                for env, s, g in zip(envs, starts, goals)])                      # (E, H, W, 3)
-to_torch = lambda x: torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).to(device)  # (E, 3, H, W)
-goal_t = to_torch(goal_imgs)
-
-# -----------------------------------------------------------------------------
-# the control loop: plan all episodes together, execute the whole plan, plan again
-E, A = len(eps), envs[0].action_space.shape[0]
-gen = torch.Generator(device=device).manual_seed(args.seed)
-success = np.zeros(E, bool)
-film = [obs]
-solve_ms = []
-t_start = time.perf_counter()
-for t in range(args.budget):
-    if t % (args.horizon * sj.Config.frameskip) == 0:
-        if model is None:
-            plan = rng.uniform(-1, 1, (E, args.horizon * sj.Config.frameskip, A))
-        else:
-            sj.synchronize(device)
-            t0 = time.perf_counter()
-            with ctx:
-                blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, **cem_kwargs)  # (E, H, F*A), z-scored
-            plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
-            solve_ms.append(1000 * (time.perf_counter() - t0))
-        k = t
-    results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
-    obs = np.stack([r[0] for r in results])
-    success |= [r[4]["success"] for r in results]          # the environment's success test against the goal
-    if (t + 1) % 5 == 0:
-        film.append(obs)
-wall = time.perf_counter() - t_start
-
-# -----------------------------------------------------------------------------
-# report
-n, rate = int(success.sum()), float(success.mean())
-err = (rate * (1 - rate) / E) ** 0.5
-result = dict(env=args.env, policy=args.policy, episodes=E, successes=n, success_rate=rate, stderr=err,
-              ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(solve_ms),
-              episodes_per_solve=E, seed=args.seed, budget=args.budget, device=str(device), wall_s=wall,
-              ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
-              subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
-              cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon))
-print(f"{args.env} {args.policy}: success {n}/{E} = {100 * rate:.1f} +- {100 * err:.1f} %"
-      + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {E} episodes" if solve_ms else "")
-      + f" | {wall:.1f} s")
-if args.json:
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
-# filmstrip: for the first episodes, the frames every 5 steps, then the goal image
-png = args.png or f"runs/{args.env}-{args.policy}.png"
-rows = [np.concatenate([f[i] for f in film] + [np.full_like(goal_imgs[i][:, :4], 255), goal_imgs[i]], 1)
-        for i in range(min(4, E))]
-os.makedirs(os.path.dirname(png) or ".", exist_ok=True)
-sj.write_png(png, np.concatenate(rows, 0).repeat(2, 0).repeat(2, 1))   # 2x, nearest neighbour
-print(f"filmstrip (frames every 5 steps | goal) in {png}")
+    # -----------------------------------------------------------------------------
+    # report
+    n, rate = int(success.sum()), float(success.mean())
+    err = (rate * (1 - rate) / E) ** 0.5
+    result = dict(env=args.env, policy=args.policy, episodes=E, successes=n, success_rate=rate, stderr=err,
+                  ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(solve_ms),
+                  episodes_per_solve=E, seed=args.seed, budget=args.budget, device=str(device), wall_s=wall,
+                  ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
+                  subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
+                  cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon))
+    print(f"{args.env} {args.policy}: success {n}/{E} = {100 * rate:.1f} +- {100 * err:.1f} %"
+          + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {E} episodes" if solve_ms else "")
+          + f" | {wall:.1f} s")
+    if args.json:
+        with sj.atomic(args.json) as tmp, open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"results in {args.json}")
+    # filmstrip: for the first episodes, the frames every 5 steps, then the goal image
+    rows = [np.concatenate([f[i] for f in film] + [np.full_like(goal_imgs[i][:, :4], 255), goal_imgs[i]], 1)
+            for i in range(min(4, E))]
+    sj.write_png(png, np.concatenate(rows, 0).repeat(2, 0).repeat(2, 1))   # 2x, nearest neighbour
+    print(f"filmstrip (frames every 5 steps | goal) in {png}")

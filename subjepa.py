@@ -23,11 +23,13 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import struct
+import tempfile
 import sys
 import time
 import zlib
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -84,10 +86,19 @@ PRESETS = {
     "cube": dict(action_dim=5, subspaces=32),
 }
 
-# A model for CPUs (1.2M parameters, ~0.3 s a step on 2 cores at batch 32): same architecture, narrower
-# and shallower. `train.py --small` uses it; the paper's size is the default.
+# A model for CPUs (1.2M parameters, ~0.3 s a step on 2 cores at batch 32): same architecture, half the
+# width, fewer layers. M keeps the paper's directions per dimension (1024 for D=192, so 512 for D=96):
+# fewer directions sample a wide space sparsely and handicap the global SIGReg most.
 SMALL = dict(dim=96, enc_layers=4, enc_heads=3, enc_mlp=384, proj_hidden=512, act_hidden=192,
-             pred_layers=3, pred_heads=4, pred_head_dim=32, pred_mlp=384, num_proj=128)
+             pred_layers=3, pred_heads=4, pred_head_dim=32, pred_mlp=384, num_proj=512)
+
+# Training recipes. train.py takes "paper" on a CUDA GPU and "cpu" elsewhere; explicit flags override.
+# The paper's schedule is 10 epochs at lr 5e-5; 30k steps at 5e-4 is our shorter GPU schedule (untested
+# for want of a GPU). The CPU recipe: ~13 min of training on a 2-core CPU (README, "The CPU recipe").
+RECIPES = {
+    "paper": dict(small=False, steps=30000, batch=128, lr=5e-4),
+    "cpu": dict(small=True, steps=2500, batch=32, lr=1e-3),
+}
 
 # -----------------------------------------------------------------------------
 # Transformer pieces, shared by the encoder and the predictor
@@ -205,34 +216,52 @@ def epps_pulley_reference(h, t, w, phi):
 
 
 class EppsPulley(torch.autograd.Function):
-    """Epps-Pulley statistic of each column of h, as `epps_pulley_reference` but memory-safe.
+    """Epps-Pulley statistic of each column of h, as `epps_pulley_reference` but memory-safe and fast.
     The plain version holds a (..., B, M, knots) tensor and autograd keeps several more of them: at
-    K=32 subspaces, B=128, T=4, M=1024 each is ~285M floats. Here we loop over the knots and write the
-    gradient by hand,
-        d/dh_b = 2 sum_k w_k t_k (S_k cos(t_k h_b) - (C_k - phi_k) sin(t_k h_b)),
-    so nothing larger than h itself is ever stored."""
+    K=32 subspaces, B=128, T=4, M=1024 each is ~285M floats. Here the knots are equally spaced from 0
+    (t_k = k dt), so exp(i t_k h) = e^k with e = exp(i dt h): one complex exponential, then one complex
+    multiply per knot instead of a cosine and a sine. We walk h in chunks small enough to stay in the
+    CPU's cache (chunks never split the batch dim B, so the statistic is exact) and write the gradient
+    by hand as a polynomial in e, evaluated by Horner's rule:
+        d/dh_b = Re(sum_k c_k e_b^k),   c_k = 2 w_k t_k (S_k + i (C_k - phi_k)),
+    where C_k + i S_k = mean_b e_b^k. Nothing larger than a chunk of h is ever stored."""
+    CHUNK = {"cpu": 2**18}       # elements of h per chunk: ~2 MiB of complex temporaries fit a CPU's L2
+
+    @staticmethod
+    def chunks(h):               # h (..., B, M) -> its rows (L, B, M) and slices of L
+        B, M = h.shape[-2:]
+        rows = h.reshape(-1, B, M)
+        n = max(1, EppsPulley.CHUNK.get(h.device.type, 2**26) // (B * M))
+        return rows, [slice(i, i + n) for i in range(0, len(rows), n)]
 
     @staticmethod
     def forward(ctx, h, t, w, phi):
-        C, S = [], []                      # real and imaginary parts of the empirical characteristic function
-        for tk in t:
-            x = tk * h
-            C.append(torch.cos(x).mean(-2))
-            S.append(torch.sin(x).mean(-2))
-        C, S = torch.stack(C, -1), torch.stack(S, -1)                  # (..., M, knots)
-        ctx.save_for_backward(h, t, w, phi, C, S)
-        return h.shape[-2] * (((C - phi) ** 2 + S ** 2) @ w)
+        rows, parts = EppsPulley.chunks(h)
+        ecf = torch.ones(len(t), *rows.shape[::2], dtype=h.dtype.to_complex(), device=h.device)  # (knots, L, M)
+        for s in parts:
+            e = torch.polar(torch.ones_like(rows[s]), t[1] * rows[s])   # exp(i dt h), (l, B, M)
+            p = e
+            for k in range(1, len(t)):
+                ecf[k, s] = p.mean(1)                                   # mean_b exp(i t_k h_b)
+                p = p * e if k + 1 < len(t) else p
+        ecf = ecf.permute(1, 2, 0).reshape(*h.shape[:-2], h.shape[-1], len(t))   # (..., M, knots)
+        ctx.save_for_backward(h, t, w, phi, ecf)
+        return h.shape[-2] * (((ecf.real - phi) ** 2 + ecf.imag ** 2) @ w)
 
     @staticmethod
-    def backward(ctx, g):                  # g (..., M)
-        h, t, w, phi, C, S = ctx.saved_tensors
-        a = (2 * w * t * S).unsqueeze(-3)              # (..., 1, M, knots)
-        b = (2 * w * t * (C - phi)).unsqueeze(-3)
-        grad = 0
-        for k in range(len(t)):
-            x = t[k] * h
-            grad = grad + a[..., k] * torch.cos(x) - b[..., k] * torch.sin(x)
-        return grad * g.unsqueeze(-2), None, None, None
+    def backward(ctx, g):        # g (..., M)
+        h, t, w, phi, ecf = ctx.saved_tensors
+        c = (2 * w * t * g[..., None]) * torch.complex(ecf.imag, ecf.real - phi)   # (..., M, knots)
+        c = c.reshape(-1, 1, *c.shape[-2:])                                       # (L, 1, M, knots)
+        rows, parts = EppsPulley.chunks(h)
+        grad = torch.empty_like(rows)
+        for s in parts:
+            e = torch.polar(torch.ones_like(rows[s]), t[1] * rows[s])
+            acc = c[s, ..., -1]
+            for k in range(len(t) - 2, 0, -1):                         # Horner; c_0 = 0 as t_0 = 0
+                acc = torch.addcmul(c[s, ..., k], acc, e)
+            grad[s] = (acc * e).real
+        return grad.view(h.shape), None, None, None
 
 
 class SIGReg(nn.Module):
@@ -419,10 +448,11 @@ def plan_flops(cfg, samples=300, iters=30, horizon=5):
 
 
 @torch.no_grad()
-def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=None):
+def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=None, progress=None):
     """Minimise cost over plans for E problems together. shape = (E, *plan_shape); cost maps
     candidates (E, S, *plan_shape) to (E, S). Sample around a Gaussian, refit it to the best
-    `elites`, repeat; return the final mean (E, *plan_shape). Sample 0 is always the current mean."""
+    `elites`, repeat; return the final mean (E, *plan_shape). Sample 0 is always the current mean.
+    `progress` (a tqdm bar, say) is updated once per iteration."""
     device = device or (generator.device if generator is not None else "cpu")
     E, *plan_shape = shape
     mean = torch.zeros(E, math.prod(plan_shape), device=device)   # (E, P)
@@ -434,6 +464,8 @@ def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=No
         best = c.topk(elites, dim=1, largest=False).indices          # (E, elites)
         elite = x.gather(1, best[..., None].expand(-1, -1, x.shape[2]))
         mean, std = elite.mean(1), elite.std(1)
+        if progress is not None:
+            progress.update()
     return mean.view(shape)
 
 # =============================================================================
@@ -1138,8 +1170,10 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
         make_env(name)  # raises the clear error
     if os.path.exists(path):
         raise InputError(f"{path} already exists: delete it or choose another path")
-    episodes = episodes or DATA_DEFAULTS[name]["episodes"]
-    steps = steps or DATA_DEFAULTS[name]["steps"]
+    episodes = DATA_DEFAULTS[name]["episodes"] if episodes is None else episodes
+    steps = DATA_DEFAULTS[name]["steps"] if steps is None else steps
+    if episodes < 1 or steps < 1:
+        raise InputError(f"a dataset needs at least 1 episode of at least 1 step, not {episodes} of {steps}")
     workers = min(workers or os.cpu_count() or 1, episodes)
     env = make_env(name, img)
     A, S, L, N = env.action_space.shape[0], env.get_state().size, steps + 1, episodes * (steps + 1)
@@ -1154,7 +1188,10 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
         states = open_mm(os.path.join(tmp, "states.npy"), "w+", np.float64, (N, S))
         jobs = [(name, img, steps, seed, i) for i in range(episodes)]
         # spawn: safe on every OS and with threaded parents (torch); workers import this module afresh
-        with mp.get_context("spawn").Pool(workers) if workers > 1 else nullcontext() as pool:
+        # (and the calling script's __main__ module, so scripts keep their work under a __main__ guard).
+        # Workers ignore Ctrl-C: the parent gets it, and leaving the `with` terminates the pool.
+        with mp.get_context("spawn").Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) \
+                if workers > 1 else nullcontext() as pool:
             results = pool.imap(_episode, jobs) if pool else map(_episode, jobs)
             for i, (f, a, s) in enumerate(tqdm(results, total=episodes, desc=f"collect {name}", unit="ep")):
                 frames[i * L:(i + 1) * L], actions[i * L:(i + 1) * L], states[i * L:(i + 1) * L] = f, a, s
@@ -1206,6 +1243,11 @@ def load_dataset(path):
         raise bad(f"episodes.npy must rise from 0 to {N} by at least 2 rows per episode")
     if not len(meta.get("action_mean", ())) == len(meta.get("action_std", ())) == ac.shape[1]:
         raise bad(f"meta.json needs action_mean and action_std of length {ac.shape[1]}")
+    for n, arr in (("actions.npy", ac), ("states.npy", st), ("action statistics", meta["action_mean"] + meta["action_std"])):
+        if not np.isfinite(arr).all():   # NaN actions would train a NaN model
+            raise bad(f"{n} holds NaN or infinite values")
+    if min(meta["action_std"]) <= 0:
+        raise bad("an action dimension never varies (action_std 0), so it cannot be z-scored")
     return Dataset(fr, ac, st, ep, meta)
 
 
@@ -1246,7 +1288,7 @@ def write_png(path, img):
 
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    with open(path, "wb") as f:
+    with atomic(path) as tmp, open(tmp, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
                 + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
@@ -1324,28 +1366,84 @@ class Clips:
 
 
 def excepthook(kind, err, tb, default=sys.excepthook):
+    """Bad input and Ctrl-C end a script with one line, not a traceback."""
     if isinstance(err, InputError):
         print(f"error: {err}", file=sys.stderr)
+    elif isinstance(err, KeyboardInterrupt):
+        print(f"interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
     else:
         default(kind, err, tb)
+
+
+def number(kind, low, above=False):
+    """An argparse type: a finite `kind` (int or float) at least `low`, or above it."""
+    def parse(text):
+        x = kind(text)
+        if not math.isfinite(x) or x < low or (above and x == low):
+            raise argparse.ArgumentTypeError(f"{text} is not {'above' if above else 'at least'} {low}")
+        return x
+    parse.__name__ = kind.__name__   # argparse names the type in "invalid int value"
+    return parse
 
 
 def default_device():
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
 
 
+def parse_plain(parser):
+    """Parse the flags; argparse's errors, bad input and Ctrl-C print one line (no usage block, no traceback)."""
+    def error(message):
+        print(f"error: {message} (--help lists the flags)", file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = error
+    sys.excepthook = excepthook
+    return parser.parse_args()
+
+
 def parse_args(parser):
     """The scripts' common start: parse the flags, print bad input as one line, check --env, pick the
     device (cuda, then mps, then cpu) and turn compile and bf16 on by default on CUDA only."""
-    args = parser.parse_args()
-    sys.excepthook = excepthook
+    args = parse_plain(parser)
     if args.env not in PRESETS:
         parser.error(f"unknown environment {args.env!r}: choose one of {', '.join(PRESETS)}")
-    args.device = torch.device(args.device or default_device())
+    try:
+        args.device = torch.device(args.device or default_device())
+    except RuntimeError:
+        raise InputError(f"unknown device {args.device!r}: use cuda, mps or cpu") from None
+    kind = args.device.type
+    count = {"cuda": torch.cuda.device_count, "mps": lambda: int(torch.backends.mps.is_available())}.get(kind)
+    if kind not in ("cpu", "cuda", "mps") or (count and count() <= (args.device.index or 0)):
+        raise InputError(f"--device {args.device}: no such device here (this machine has: "
+                         f"{default_device()}); leave --device out to use the best one")
     for fast in ("compile", "bf16"):
         if getattr(args, fast) is None:
-            setattr(args, fast, args.device.type == "cuda")
+            setattr(args, fast, kind == "cuda")
     return args
+
+
+def writable(path, flag):
+    """Fail now, not after the work, if `path` cannot be written: make its directory, try a file there."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        why = "a file stands where its directory should be" if isinstance(e, FileExistsError) else e.strerror
+        raise InputError(f"cannot write {path} ({why}): pass another {flag}") from None
+    return path
+
+
+@contextmanager
+def atomic(path):
+    """Write to a temporary name beside `path` and rename it when the block completes: an interrupted
+    write never leaves a partial file at `path` (and never replaces a good one)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def synchronize(device):
@@ -1357,11 +1455,10 @@ def synchronize(device):
 
 
 def save_checkpoint(path, **state):
-    """torch.save to a temporary name, then rename: an interrupted save never leaves a file at `path`."""
+    """torch.save, atomically: an interrupted save leaves the previous checkpoint in place."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path):
@@ -1416,12 +1513,12 @@ if __name__ == "__main__":
     parser.add_argument("--sheet", default=None, help="write the environments' picture to this PNG")
     parser.add_argument("--collect", default=None, choices=ENVS, help="collect this env's dataset into --out")
     parser.add_argument("--out", default=None, help="dataset directory for --collect")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes (default: DATA_DEFAULTS)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per episode (default: DATA_DEFAULTS)")
-    parser.add_argument("--img", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--episodes", type=number(int, 1), default=None, help="episodes (default: DATA_DEFAULTS)")
+    parser.add_argument("--steps", type=number(int, 1), default=None, help="steps per episode (default: DATA_DEFAULTS)")
+    parser.add_argument("--img", type=number(int, 8), default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=number(int, 1), default=None, help="worker processes (default: all cores)")
+    args = parse_plain(parser)
     if args.bench_reg:
         bench_regularizer(args.bench_reg)
     if args.bench:
@@ -1439,6 +1536,7 @@ if __name__ == "__main__":
         envs_sheet(args.sheet, args.img)
     if args.collect:
         t0 = time.time()
-        out = args.out or f"data/{args.collect}"
+        out = args.out or f"data/{args.collect}-{args.img}px"   # where train.py looks
+        print(f"collecting {args.collect} into {out}")
         collect(args.collect, out, args.episodes, args.steps, args.img, args.seed, args.workers)
         print(f"collected {args.collect} in {time.time() - t0:.0f} s")

@@ -1,4 +1,5 @@
-"""Claims about subjepa, each checked on the CPU in seconds. Run: python -m pytest -q"""
+"""Claims about subjepa, checked on the CPU. Quick tier (under 2 minutes): python -m pytest -q -m "not slow";
+everything (under 10): python -m pytest -q"""
 import dataclasses
 import io
 import json
@@ -9,6 +10,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 import zlib
@@ -23,6 +25,9 @@ from subjepa import (ENVS, JEPA, POLICIES, PRESETS, Config, EppsPulley, InputErr
                      collect, epps_pulley_reference, load_dataset, make_env, write_png)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# `slow` marks the long tests: `pytest -m "not slow"` is the quick tier. (Registered here, not in a
+# pytest.ini: the project keeps to its five top-level files.)
+warnings.filterwarnings("ignore", "Unknown pytest.mark.slow", pytest.PytestUnknownMarkWarning)
 
 
 def tiny(**kw):
@@ -232,6 +237,13 @@ def test_paper_geometry_runs():
     assert model.encode(torch.zeros(1, 2, 3, 224, 224, dtype=torch.uint8)).shape == (1, 2, 192)
 
 
+def test_every_preset_draws_the_papers_directions_per_dimension():
+    """No preset, the CPU-sized one included, draws fewer random directions per embedding dimension than the
+    paper (M = 1024 for D = 192): fewer sample a wide space sparsely and handicap the global SIGReg."""
+    for cfg in [Config(**p) for p in PRESETS.values()] + [Config(**{**p, **sj.SMALL}) for p in PRESETS.values()]:
+        assert cfg.num_proj / cfg.dim >= 1024 / 192, cfg
+
+
 def test_presets_follow_the_paper():
     """Every environment has a preset; the subspace counts are the paper's (32, 16, 32, 32)."""
     assert {k: v["subspaces"] for k, v in PRESETS.items()} == {"twoRoom": 32, "pushT": 16, "reacher": 32, "cube": 32}
@@ -283,10 +295,13 @@ def overfit(lam, steps=150):
         return start, spread(), pred.item()
 
 
-def test_regularizer_prevents_collapse_while_the_model_fits():
+@pytest.mark.slow
+def test_regularizer_prevents_collapse_while_the_model_fits(alive):
     """Without the regularizer the embeddings shrink towards a point; with it they spread out and the
     predictor still fits the batch (prediction error under 2% of the embeddings' variance)."""
+    alive("150 steps without the regularizer")
     start, collapsed, _ = overfit(lam=0.0)
+    alive("150 steps with it")
     _, spread, pred = overfit(lam=0.09)
     print(f"spread at start {start:.3f}, lambda=0 {collapsed:.3f}, lambda=0.09 {spread:.3f}; pred {pred:.4f}")
     assert collapsed < start / 2          # seen: 0.095 -> 0.017..0.032 over seeds 0-2
@@ -568,11 +583,32 @@ def test_write_png(tmp_path):
 # -----------------------------------------------------------------------------
 # The scripts, end to end
 
-def script(*argv, check=True):
+def script(*argv, check=True, cwd=HERE):
     """Run train.py or plan.py in a fresh process, as a user would."""
-    r = subprocess.run([sys.executable, *argv], cwd=HERE, capture_output=True, text=True)
+    argv = [os.path.join(HERE, a) if a in ("train.py", "plan.py", "subjepa.py") else a for a in argv]
+    r = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True)
     assert not check or r.returncode == 0, r.stderr[-2000:]
     return r
+
+
+@pytest.fixture
+def alive(capsys):
+    """Progress of a long test, printed on the terminal through pytest's capture (no -s needed)."""
+    def say(message):
+        with capsys.disabled():
+            print(f"\n  [{time.strftime('%H:%M:%S')}] {message}", end="", flush=True)
+    return say
+
+
+def script_live(alive, *argv):
+    """script() for a long run: relays its log lines to the terminal as they come."""
+    with tempfile.TemporaryFile("w+") as err:    # tqdm's bar redraws would fill a pipe
+        proc = subprocess.Popen([sys.executable, *argv], cwd=HERE, stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in proc.stdout:
+            if line.startswith(("step", "about")):
+                alive(f"{argv[0]}: {line.strip()}")
+        err.seek(0)
+        assert proc.wait() == 0, err.read()[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -585,44 +621,143 @@ def small_data(tmp_path_factory):
 TINY_TRAIN = ["--small", "--batch", "8", "--log-every", "5", "--device", "cpu"]
 
 
-def test_resumed_training_equals_uninterrupted_training(small_data, tmp_path, monkeypatch):
-    """Training stopped right after a checkpoint and resumed ends with bitwise the same weights as a run never stopped."""
-    straight = str(tmp_path / "straight.pt")
-    script("train.py", "--data", small_data, "--steps", "10", "--out", straight, *TINY_TRAIN)
-    stopped = str(tmp_path / "stopped.pt")
-    save = sj.save_checkpoint
+def test_main_command_works_in_an_empty_directory(tmp_path):
+    """In a fresh directory with no data, train.py collects with 2 worker processes, picks the CPU recipe,
+    trains, writes the checkpoint and its log, and names the plan.py command, which then plans."""
+    r = script("train.py", "--env", "twoRoom", "--episodes", "12", "--workers", "2", "--steps", "6", "--batch", "4",
+               "--log-every", "3", cwd=tmp_path)
+    assert "recipe cpu (no CUDA GPU here)" in r.stdout and "collecting the twoRoom dataset into data/twoRoom-64px" in r.stdout
+    assert sj.load_dataset(str(tmp_path / "data/twoRoom-64px")).meta["episodes"] == 12
+    assert sj.load_checkpoint(str(tmp_path / "runs/twoRoom.pt"))["step"] == 6
+    log = (tmp_path / "runs/twoRoom.log").read_text().splitlines()
+    assert len(log) == 3 and log[1].startswith("step 3 |") and log[2].startswith("step 6 |")
+    assert "python plan.py --env twoRoom --ckpt runs/twoRoom.pt" in r.stdout
+    r = script("plan.py", "--env", "twoRoom", "--episodes", "2", "--samples", "8", "--elites", "2", "--iters", "2",
+               "--json", "runs/plan.json", cwd=tmp_path)
+    assert json.loads((tmp_path / "runs/plan.json").read_text())["episodes"] == 2
+    assert "results in runs/plan.json" in r.stdout and (tmp_path / "runs/twoRoom-model.png").exists()
 
-    def save_then_stop(path, **state):   # a Ctrl-C just after the checkpoint at step 5
-        save(path, **state)
-        if state["step"] == 5:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(sj, "save_checkpoint", save_then_stop)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "10", "--out", stopped, *TINY_TRAIN])
-    with pytest.raises(KeyboardInterrupt):
-        runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
-    assert sj.load_checkpoint(stopped)["step"] == 5
-    r = script("train.py", "--data", small_data, "--steps", "10", "--out", stopped, "--resume", *TINY_TRAIN)
-    assert "resumed" in r.stdout
+
+def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
+    """Ctrl-C during training ends it with one line, keeps the last checkpoint, and --resume then ends with
+    bitwise the weights of a run that was never interrupted."""
+    run = ["--data", small_data, "--steps", "12", *TINY_TRAIN, "--log-every", "4"]
+    straight = str(tmp_path / "straight.pt")
+    script("train.py", *run, "--out", straight)
+    stopped = str(tmp_path / "stopped.pt")
+    proc = subprocess.Popen([sys.executable, "train.py", *run, "--out", stopped], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not os.path.exists(stopped) and time.time() - t0 < 120:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert last.startswith("interrupted: at step") and "add --resume to continue" in last, last
+    step = sj.load_checkpoint(stopped)["step"]
+    assert step in (4, 8)
+    r = script("train.py", *run, "--out", stopped, "--resume")
+    assert f"resumed {stopped} at step {step}" in r.stdout
     a, b = sj.load_checkpoint(straight), sj.load_checkpoint(stopped)
-    assert b["step"] == 10
+    assert b["step"] == 12
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_bad_input_gets_a_one_line_error(small_data, tmp_path):
-    """A missing or corrupt checkpoint, a missing dataset, a wrong --subspaces and an unknown env each give one clear line."""
+def test_interrupted_collection_stops_at_once_and_leaves_nothing(tmp_path):
+    """Ctrl-C while train.py collects with 2 workers stops it within seconds, with one line and no dataset."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), "--env", "pushT", "--episodes", "3000",
+                             "--workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (tmp_path / "data").exists() and time.time() - t0 < 60:
+        time.sleep(0.05)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert time.time() - t0 < 10 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+    assert os.listdir(tmp_path / "data") == []
+
+
+def test_diverged_training_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path, monkeypatch, capsys):
+    """A loss that turns NaN at step 7 stops training with an error; the checkpoint of step 5 stays as it was."""
+    out = str(tmp_path / "nan.pt")
+    loss, calls = JEPA.loss, []
+
+    def turns_nan(self, *a):
+        total, pred, reg = loss(self, *a)
+        calls.extend([1] if self.training else [])   # training steps only (validation runs in eval mode)
+        return (total * float("nan") if len(calls) >= 7 else total), pred, reg
+    monkeypatch.setattr(JEPA, "loss", turns_nan)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "10", "--out", out, *TINY_TRAIN])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    assert "training diverged" in str(stop.value) and "last good checkpoint (step 5)" in str(stop.value), stop.value
+    assert sj.load_checkpoint(out)["step"] == 5
+
+
+def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, alive):
+    """Each bad input a tired user types gets one line, `error: ...`, saying what to do; no traceback, no work."""
+    ckpt = str(tmp_path / "trained.pt")
+    script("train.py", "--data", small_data, "--steps", "5", "--out", ckpt, *TINY_TRAIN)
+    before = open(ckpt, "rb").read()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    cases = [
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    nan_data = str(tmp_path / "nan_data")
+    subprocess.run(["cp", "-r", small_data, nan_data], check=True)
+    actions = np.load(nan_data + "/actions.npy")
+    actions[3, 0] = np.nan
+    np.save(nan_data + "/actions.npy", actions)
+    data64 = collect("twoRoom", str(tmp_path / "data64"), episodes=3, steps=30, img=64, workers=1)
+    train = ["train.py", "--data", small_data, "--out", str(tmp_path / "new.pt"), *TINY_TRAIN]
+    plan = ["plan.py", "--ckpt", ckpt, "--device", "cpu"]
+    cases = [   # (argv, what the line must say)
         (["plan.py", "--ckpt", str(tmp_path / "none.pt")], "no checkpoint at"),
         (["plan.py", "--ckpt", str(corrupt)], "not a readable checkpoint"),
         (["plan.py", "--policy", "random", "--data", str(tmp_path / "nodata")], "no dataset at"),
-        (["train.py", "--data", small_data, "--subspaces", "7", *TINY_TRAIN], "does not divide the embedding width 96"),
+        ([*train, "--subspaces", "7"], "does not divide the embedding width 96"),
         (["train.py", "--env", "threeRoom"], "unknown environment 'threeRoom'"),
+        ([*train, "--steps", "0"], "--steps: 0 is not at least 1"),
+        ([*train, "--steps", "-5"], "--steps: -5 is not at least 1"),
+        ([*train, "--batch", "0"], "--batch: 0 is not at least 1"),
+        ([*train, "--lr", "0"], "--lr: 0 is not above 0"),
+        ([*train, "--lr=-1e-3"], "--lr: -1e-3 is not above 0"),
+        ([*train, "--lr", "nan"], "--lr: nan is not above 0"),
+        ([*train, "--log-every", "0"], "--log-every: 0 is not at least 1"),
+        ([*train, "--device", "cuda:7"], "no such device here"),
+        ([*train, "--device", "gpu"], "unknown device 'gpu'"),
+        (["train.py", "--env", "reacher", "--episodes", "1"], "--episodes: 1 is not at least 2"),
+        ([*train, "--out", ckpt], "already exists: add --resume to continue it, --overwrite to replace it"),
+        ([*train, "--resume"], "nothing to resume: no checkpoint at"),
+        ([*train, "--out", ckpt, "--resume", "--subspaces", "16"], "--subspaces 16 (the run has 32)"),
+        ([*train, "--out", ckpt, "--resume", "--recipe", "paper"], "--recipe paper (the run has cpu)"),
+        ([*train, "--out", ckpt, "--resume", "--data", data64], "holds 64 px frames, but the run is at 32 px"),
+        ([*train, "--episodes", "7"], "holds 40 episodes, not --episodes 7: delete it"),
+        ([*train, "--data", nan_data], "actions.npy holds NaN"),
+        ([*train, "--out", str(blocker / "x.pt")], "cannot write"),
+        ([*plan, "--data", data64], "the model sees 32 px frames"),
+        ([*plan, "--budget", "0"], "--budget: 0 is not at least 1"),
+        ([*plan, "--goal-offset=-10"], "--goal-offset: -10 is not at least 1"),
+        ([*plan, "--episodes", "0"], "--episodes: 0 is not at least 1"),
+        ([*plan, "--elites", "400"], "--elites 400 is more than --samples 300"),
+        ([*plan, "--json", str(blocker / "x.json")], "cannot write"),
+        (["subjepa.py", "--collect", "twoRoom", "--out", small_data], "already exists"),
+        (["subjepa.py", "--collect", "twoRoom", "--episodes", "0"], "--episodes: 0 is not at least 1"),
     ]
-    for argv, message in cases:
-        r = script(*argv, check=False)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode != 0 and message in lines[-1] and not any("Traceback" in l for l in lines), r.stderr
+    argvs = [[sys.executable, *(os.path.join(HERE, a) if a.endswith(".py") else a for a in argv)] for argv, _ in cases]
+    done = []
+    for i in range(0, len(argvs), 4):   # four at a time: each is a fresh Python that imports torch
+        procs = [subprocess.Popen(a, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for a in argvs[i:i + 4]]
+        done += [(p.wait(timeout=120), *p.communicate()) for p in procs]
+        alive(f"bad inputs: {len(done)} of {len(cases)}")
+    for (argv, message), (rc, out, err) in zip(cases, done):
+        lines = err.strip().splitlines()
+        assert rc != 0 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
+    assert open(ckpt, "rb").read() == before and not (tmp_path / "new.pt").exists()
+
 
 # -----------------------------------------------------------------------------
 # The fast path computes what the plain path computes
@@ -686,18 +821,21 @@ def test_fast_planning_plans_like_the_plain_path():
     assert (cost(fast) <= 1.05 * cost(eager)).all(), (cost(fast), cost(eager))
 
 
-def test_trained_model_plans_far_better_than_random(tmp_path):
+@pytest.mark.slow
+def test_trained_model_plans_far_better_than_random(tmp_path, alive):
     """End to end on twoRoom: collect 300 episodes, train a small Sub-JEPA for 1500 steps on the CPU, plan
     on 30 held-out episodes (CEM 100 x 10); it succeeds at least 10 points more often than a random policy
     on the same episodes. Seen with data and training seeds 0 (this test), 1, 2, one thread: model 80%, 80%,
     30% against random 13%, 17%, 20%; this test on two threads: 87% against 13%. Short training is not
     always this good, hence the modest margin."""
     data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
+    alive("collecting 300 twoRoom episodes")
     sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)
-    script("train.py", "--data", data, "--out", ckpt, "--small", "--steps", "1500", "--batch", "16", "--lr", "1e-3",
-           "--log-every", "1500", "--device", "cpu")
+    script_live(alive, "train.py", "--data", data, "--out", ckpt, "--small", "--steps", "1500", "--batch", "16",
+                "--lr", "1e-3", "--log-every", "250", "--device", "cpu")
     successes = {}
     for policy in ("random", "model"):
+        alive(f"planning 30 episodes, policy {policy}")
         out = str(tmp_path / f"{policy}.json")
         script("plan.py", "--data", data, "--ckpt", ckpt, "--policy", policy, "--episodes", "30", "--samples", "100",
                "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
