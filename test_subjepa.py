@@ -245,8 +245,11 @@ def test_every_preset_draws_the_papers_directions_per_dimension():
 
 
 def test_presets_follow_the_paper():
-    """Every environment has a preset; the subspace counts are the paper's (32, 16, 32, 32)."""
+    """Every environment has a preset; the subspace counts are the paper's (32, 16, 32, 32), and the defaults
+    are the paper's constants (lambda 0.09, M 1024, 17 knots, F 5, history 3, dropout 0.1, D 192)."""
     assert {k: v["subspaces"] for k, v in PRESETS.items()} == {"twoRoom": 32, "pushT": 16, "reacher": 32, "cube": 32}
+    cfg = Config()
+    assert (cfg.lam, cfg.num_proj, cfg.knots, cfg.frameskip, cfg.history, cfg.dropout, cfg.dim) == (0.09, 1024, 17, 5, 3, 0.1, 192)
     for preset in PRESETS.values():
         JEPA(dataclasses.replace(tiny(), **preset))
 
@@ -579,6 +582,195 @@ def test_write_png(tmp_path):
     n = struct.unpack(">I", data[33:37])[0]
     raw = np.frombuffer(zlib.decompress(data[41:41 + n]), np.uint8).reshape(5, 1 + 7 * 3)
     assert (raw[:, 0] == 0).all() and np.array_equal(raw[:, 1:].reshape(5, 7, 3), img)
+
+# -----------------------------------------------------------------------------
+# What a contributor could silently break: alignment, the planning cost, splits, writes, checkpoints
+
+
+def acting(cfg, seed=0):
+    """A model whose predictor uses its actions: a fresh one has AdaLN-zero gates at 0 and ignores them."""
+    torch.manual_seed(seed)
+    model = JEPA(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def indexed_dataset(n_eps=3, length=40, img=8, A=2, mean=(1.0, -2.0), std=(0.5, 4.0)):
+    """A dataset whose frames and actions name their own row: frame i is filled with i, action i is (i, -i)."""
+    N = n_eps * length
+    rows = np.arange(N)
+    frames = np.broadcast_to((rows % 256).astype(np.uint8)[:, None, None, None], (N, img, img, 3)).copy()
+    actions = np.stack([rows, -rows], 1).astype(np.float32)[:, :A]
+    return sj.Dataset(frames, actions, None, np.arange(0, N + 1, length), dict(action_mean=list(mean), action_std=list(std)))
+
+
+def test_clips_pair_each_frame_with_the_actions_taken_after_it():
+    """A clip from row s holds frames s, s+F, s+2F, s+3F and, as block t, the z-scored actions of rows
+    s+tF .. s+tF+F-1: the ones taken between frame t and frame t+1, never crossing an episode."""
+    ds = indexed_dataset()
+    clips = sj.Clips(ds, range(3))
+    mean, std = np.array(ds.meta["action_mean"]), np.array(ds.meta["action_std"])
+    assert len(clips) == 3 * (40 - 15)
+    for i in range(len(clips)):
+        frames, actions = clips.get(torch.tensor([i]))
+        s = int(frames[0, 0, 0, 0, 0])                          # the clip's first row (frames name their row)
+        assert (s % 40) + 15 < 40                               # the whole clip lies in one episode
+        assert [int(f) for f in frames[0, :, 0, 0, 0]] == [s, s + 5, s + 10, s + 15]
+        raw = actions[0].view(3, 5, 2).numpy() * std + mean     # undo the z-scoring
+        assert np.allclose(raw[..., 0], (s + np.arange(15)).reshape(3, 5), atol=1e-3), (s, raw[..., 0])
+
+
+def test_split_is_disjoint_and_complete():
+    """Training and held-out episodes partition the dataset, the held-out ones are never empty, and
+    training clips never touch a held-out row."""
+    for n in (1, 2, 9, 10, 11, 1000):
+        train, held = map(set, sj.split_episodes(n))
+        assert train | held == set(range(n)) and not train & held and held
+    ds = indexed_dataset(n_eps=20)
+    train, held = sj.split_episodes(20)
+    first_held_row = ds.episodes[min(held)]
+    frames, _ = sj.Clips(ds, train).get(torch.arange(len(sj.Clips(ds, train))))
+    assert int(frames[:, -1, 0, 0, 0].max()) < first_held_row
+
+
+def test_rollout_uses_the_right_action_block_at_every_step():
+    """With a model that uses its actions, rollout's prediction t+1 is predict() on the last <= 3
+    embeddings and their own action blocks, at every step, also once the history is full; and each
+    prediction changes with its own block and earlier ones only."""
+    model = acting(tiny(dropout=0.0))
+    z0, a = torch.randn(2, 1, 32), torch.randn(2, 5, 10)
+    z = model.rollout(z0, a)
+    ref = [z0[:, 0]]
+    for t in range(5):
+        lo = max(0, t - 2)
+        ref.append(model.predict(torch.stack(ref[lo:t + 1], 1), a[:, lo:t + 1])[:, -1])
+    assert torch.allclose(z, torch.stack(ref, 1), atol=1e-5)
+    for t in range(5):
+        b = a.clone()
+        b[:, t] += 1.0
+        moved = (model.rollout(z0, b) - z).abs().amax((0, 2)) > 1e-6          # (6,) which embeddings changed
+        assert moved.tolist() == [i > t for i in range(6)], (t, moved)
+
+
+def test_plan_minimises_each_episodes_own_cost_at_the_last_step():
+    """With the encoder and rollout replaced by known maps, plan() finds, for each episode, actions whose
+    LAST predicted embedding reaches THAT episode's goal (earlier predictions are decoys)."""
+    torch.manual_seed(0)
+    model = JEPA(tiny()).eval()
+    D, P = 32, 10
+    table = torch.randn(3, D)                  # frames filled with v encode to table[v]
+    W = torch.randn(P, D) / P ** 0.5
+    a_true = torch.randn(2, P)
+    table[1], table[2] = a_true @ W            # goals of episodes 0 and 1; starts encode to table[0] = 0
+    table[0] = 0
+    model.encode = lambda f: table[f[:, 0, 0, 0, 0].long()][:, None]
+
+    def rollout(z, a):                         # embeddings after each block: decoys, then the last is z0 + W a_last
+        decoys = torch.full((len(a), a.shape[1] - 1, D), 50.0)
+        return torch.cat([z, decoys, (z[:, 0] + a[:, -1] @ W)[:, None]], 1)
+    model.rollout = rollout
+    obs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    goal = torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8) for v in (1, 2)])
+    plan = model.plan(obs, goal, horizon=2, generator=torch.Generator().manual_seed(0))
+    reached = plan[:, -1] @ W                  # (2, D)
+    for e, other in ((0, 1), (1, 0)):
+        assert (reached[e] - table[e + 1]).pow(2).sum() < 0.05 * table[e + 1].pow(2).sum()
+        assert (reached[e] - table[other + 1]).pow(2).sum() > 0.5 * table[other + 1].pow(2).sum()
+
+
+def test_plan_py_executes_the_unnormalised_blocks_in_order(small_data, tmp_path, monkeypatch, capsys):
+    """plan.py executes the plan's blocks in order, step by step, un-normalised with the checkpoint's action
+    statistics (a * std + mean) and clipped to [-1, 1], and plans again after horizon * F steps."""
+    cfg = tiny(img=32)
+    ckpt = str(tmp_path / "model.pt")
+    mean, std = [0.1, -0.2], [0.5, 0.25]
+    sj.save_checkpoint(ckpt, model=JEPA(cfg).state_dict(), config=dataclasses.asdict(cfg), step=0, env="twoRoom",
+                       data=small_data, action_mean=mean, action_std=std)
+    blocks = torch.linspace(-5, 5, 2 * 5 * 10).view(2, 5, 10)      # (E=2, H, F*A): some clip at +-1
+    solves, executed = [], []
+    monkeypatch.setattr(JEPA, "plan", lambda self, obs, goal, *a, **k: (solves.append(1), blocks + len(solves))[1])
+    step = sj.TwoRoom.step
+    monkeypatch.setattr(sj.TwoRoom, "step", lambda self, action: (executed.append(np.array(action)), step(self, action))[1])
+    monkeypatch.setattr(sys, "argv", ["plan.py", "--ckpt", ckpt, "--episodes", "2", "--budget", "30", "--device", "cpu",
+                                      "--png", str(tmp_path / "p.png")])
+    runpy.run_path(os.path.join(HERE, "plan.py"), run_name="__main__")
+    assert len(solves) == 2                                          # at t = 0 and t = 25
+    executed = np.array(executed).reshape(30, 2, 2)                  # steps are taken for both episodes in turn
+    for t in range(30):
+        k = 1 if t < 25 else 2
+        expect = ((blocks + k).view(2, 25, 2)[:, t % 25] * torch.tensor(std) + torch.tensor(mean)).clamp(-1, 1)
+        assert np.allclose(executed[t], expect.numpy(), atol=1e-6), t
+
+
+def test_directions_are_fresh_and_subspaces_distinct():
+    """SIGReg draws new directions at every call (so the same batch scores differently), and the K
+    subspaces are K different ones (no two share their span)."""
+    reg, z = SIGReg(64), torch.randn(4, 32, 16)
+    assert not torch.equal(reg.directions(16, "cpu"), reg.directions(16, "cpu"))
+    assert reg(z).item() != reg(z).item()
+    sub = SubspaceSIGReg(96, 32, num_proj=64)
+    assert sub(z.repeat(1, 1, 6)).item() != sub(z.repeat(1, 1, 6)).item()
+    overlap = torch.einsum("kid,ljd->klij", sub.P, sub.P).pow(2).sum((2, 3))   # ||P_k P_l^T||^2 = d iff same span
+    off = overlap[~torch.eye(32, dtype=bool)]
+    assert off.max() < 0.9 * 3
+
+
+def test_a_non_default_config_round_trips_through_a_checkpoint(tmp_path):
+    """A model of a non-default shape saves and loads back as the same config and the same weights."""
+    cfg = tiny(dim=48, subspaces=8, num_proj=40, pred_layers=1, enc_layers=1, frameskip=4, lam=0.05, reg_seed=3, img=24)
+    model = JEPA(cfg)
+    sj.save_checkpoint(str(tmp_path / "c.pt"), model=model.state_dict(), config=dataclasses.asdict(cfg), step=7,
+                       env="pushT", action_mean=[0.0, 0.0], action_std=[1.0, 1.0])
+    loaded, ckpt = sj.load_model(str(tmp_path / "c.pt"))
+    assert loaded.cfg == cfg and ckpt["step"] == 7
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_writes_are_atomic_when_a_crash_comes_half_way(tmp_path, monkeypatch):
+    """A crash half way through writing a checkpoint, a PNG or a dataset's header leaves the previous file
+    (or nothing) in place, and no temporary behind."""
+    path = str(tmp_path / "ckpt.pt")
+    sj.save_checkpoint(path, step=1)
+    save = torch.save
+
+    def half_then_crash(obj, f):
+        save(obj, f)
+        with open(f, "r+b") as fh:
+            fh.truncate(10)
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", half_then_crash)
+    with pytest.raises(OSError):
+        sj.save_checkpoint(path, step=2)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1 and os.listdir(tmp_path) == ["ckpt.pt"]
+    monkeypatch.setattr(zlib, "compress", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        write_png(str(tmp_path / "x.png"), np.zeros((2, 2, 3), np.uint8))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+    monkeypatch.setattr(json, "dump", lambda *a, **k: 1 / 0)   # collect fails while writing meta.json
+    with pytest.raises(ZeroDivisionError):
+        collect_tiny(tmp_path / "d", workers=1)
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_train_py_trains_on_the_training_split_only(small_data, tmp_path, monkeypatch, capsys):
+    """train.py samples training clips from the training episodes and validates on the held-out ones only."""
+    made = []
+    clips = sj.Clips
+
+    def spy(ds, episodes, *a, **k):
+        made.append(list(episodes))
+        return clips(ds, episodes, *a, **k)
+    monkeypatch.setattr(sj, "Clips", spy)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "2", "--out", str(tmp_path / "m.pt"),
+                                      *TINY_TRAIN])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    train, held = sj.split_episodes(40)
+    assert made == [list(train), list(held)]
+
 
 # -----------------------------------------------------------------------------
 # The scripts, end to end
