@@ -24,7 +24,9 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--env", default="twoRoom", help=f"environment: {', '.join(sj.PRESETS)}")
 p.add_argument("--ckpt", default=None, help="checkpoint (default: runs/<env>.pt)")
 p.add_argument("--data", default=None, help="dataset whose held-out episodes give starts and goals (default: the checkpoint's)")
-p.add_argument("--policy", choices=["model", "random"], default="model", help="plan with the model, or act at random")
+p.add_argument("--policy", choices=["model", "random", "oracle"], default="model",
+               help="plan with the model; act at random (the floor); or oracle: the same CEM scored by the true "
+                    "simulator (the protocol's ceiling; cheaper with --samples, --iters)")
 p.add_argument("--episodes", type=sj.number(int, 1), default=50, help="evaluation episodes (paper: 50)")
 p.add_argument("--seed", type=int, default=42, help="evaluation seed: picks starts and goals, seeds CEM (paper: 42)")
 p.add_argument("--budget", type=sj.number(int, 1), default=50, help="environment steps per episode (paper: 50)")
@@ -97,10 +99,11 @@ if __name__ == "__main__":
         model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device)
         if ckpt["env"] != args.env:
             raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
-        mean, std = (torch.tensor(ckpt[k], device=device) for k in ("action_mean", "action_std"))
         ctx = speed_up(model)
     data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
     ds = sj.load_dataset(data)
+    stats = ckpt or ds.meta   # the action statistics the plans are z-scored with
+    mean, std = (torch.tensor(stats[k], dtype=torch.float32, device=device) for k in ("action_mean", "action_std"))
     if ds.meta["env"] != args.env:
         raise sj.InputError(f"{data} holds {ds.meta['env']} data, not {args.env}: pass the matching --data")
     if model and model.cfg.img != ds.meta["img"]:
@@ -124,6 +127,13 @@ if __name__ == "__main__":
                     for env, s, g in zip(envs, starts, goals)])                      # (E, H, W, 3)
     to_torch = lambda x: torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).to(device)  # (E, 3, H, W)
     goal_t = to_torch(goal_imgs)
+    met = np.array([env.is_success(ds.states[s], ds.states[g]) for env, s, g in zip(envs, starts, goals)])
+
+    def oracle_cost(a):   # (E, S, H, F*A) z-scored -> (E, S): each world's distance to its goal after the plan
+        raw = (a.reshape(*a.shape[:2], -1, A) * std + mean).clamp(-1, 1).cpu().numpy()
+        state = [env.get_state() for env in envs]
+        return torch.tensor([[env.simulate(s, plan) for plan in plans] for env, s, plans in zip(envs, state, raw)],
+                            device=a.device)
 
     # -----------------------------------------------------------------------------
     # the control loop: plan all episodes together, execute the whole plan, plan again
@@ -134,23 +144,29 @@ if __name__ == "__main__":
     solve_ms = []
     solves = -(-args.budget // (args.horizon * F))   # re-plan after each executed plan of horizon * F steps
     bar = tqdm(total=solves * args.iters, desc=f"plan {E} episodes ({solves} solves of {args.iters} CEM iterations)",
-               unit="iter", dynamic_ncols=True, disable=model is None)
+               unit="iter", dynamic_ncols=True, disable=args.policy == "random")
+    closest = np.full(E, np.inf)
     t_start = time.perf_counter()
     for t in range(args.budget):
         if t % (args.horizon * F) == 0:
-            if model is None:
+            if args.policy == "random":
                 plan = rng.uniform(-1, 1, (E, args.horizon * F, A))
             else:
                 sj.synchronize(device)
                 t0 = time.perf_counter()
-                with ctx:
-                    blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar, **cem_kwargs)  # (E, H, F*A), z-scored
+                if model is None:   # the oracle
+                    blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
+                                    progress=bar, **cem_kwargs)
+                else:
+                    with ctx:
+                        blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar, **cem_kwargs)  # (E, H, F*A), z-scored
                 plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
                 solve_ms.append(1000 * (time.perf_counter() - t0))
             k = t
         results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
         obs = np.stack([r[0] for r in results])
         success |= [r[4]["success"] for r in results]          # the environment's success test against the goal
+        closest = np.minimum(closest, [env.distance(env.get_state(), env.goal) for env in envs])
         if (t + 1) % 5 == 0:
             film.append(obs)
     wall = time.perf_counter() - t_start
@@ -160,7 +176,12 @@ if __name__ == "__main__":
     # report
     n, rate = int(success.sum()), float(success.mean())
     err = (rate * (1 - rate) / E) ** 0.5
+    rest = ~met   # the episodes whose start does not already meet the goal
+    rest_rate = float(success[rest].mean()) if rest.any() else None
     result = dict(env=args.env, policy=args.policy, episodes=E, successes=n, success_rate=rate, stderr=err,
+                  already_met=int(met.sum()), success_rate_not_met=rest_rate,
+                  closest_median=float(np.median(closest)), closest=closest.tolist(), start_rows=starts.tolist(),
+                  goal_rows=goals.tolist(),
                   ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(solve_ms),
                   episodes_per_solve=E, seed=args.seed, budget=args.budget, device=str(device), wall_s=wall,
                   ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
@@ -169,6 +190,9 @@ if __name__ == "__main__":
     print(f"{args.env} {args.policy}: success {n}/{E} = {100 * rate:.1f} +- {100 * err:.1f} %"
           + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {E} episodes" if solve_ms else "")
           + f" | {wall:.1f} s")
+    print(f"  {met.sum()} of {E} starts already meet their goal; success on the other {rest.sum()}: "
+          + (f"{int(success[rest].sum())}/{rest.sum()} = {100 * rest_rate:.1f} %" if rest.any() else "none")
+          + f" | closest approach to the goal: median {np.median(closest):.2f} success tolerances (< 1 is a success)")
     if args.json:
         with sj.atomic(args.json) as tmp, open(tmp, "w") as f:
             json.dump(result, f, indent=1)

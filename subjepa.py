@@ -572,6 +572,21 @@ class _Env(gym.Env):
         ok = self.goal is not None and bool(self.is_success(self.get_state(), self.goal))
         return self.render(), float(ok), False, False, {"success": ok}
 
+    def is_success(self, state, goal):
+        """The papers' success test. Each world's `distance` is in units of its tolerance: success is < 1."""
+        return self.distance(state, goal) < 1.0
+
+    def simulate(self, state, actions):
+        """Distance to the goal after taking `actions` (L, A) from `state`, without rendering: the oracle's
+        cost (CEM on the true simulator). Leaves the environment's own state untouched."""
+        keep = self.get_state()
+        self.set_state(state)
+        for a in actions:
+            self._step(np.clip(np.asarray(a, np.float64), -1.0, 1.0))
+        d = self.distance(self.get_state(), self.goal)
+        self.set_state(keep)
+        return d
+
     def render_state(self, state):
         """Image of any state (e.g. a goal), leaving the environment's own state untouched."""
         keep = self.get_state()
@@ -627,9 +642,9 @@ class TwoRoom(_Env):
     def set_state(self, state):
         self.pos = np.array(state, np.float64).reshape(2)
 
-    def is_success(self, state, goal):
-        """Agent within 16 units of the goal position."""
-        return bool(np.hypot(*(np.asarray(state)[:2] - np.asarray(goal)[:2])) < 16.0)
+    def distance(self, state, goal):
+        """Success: the agent within 16 units of the goal position."""
+        return float(np.hypot(*(np.asarray(state)[:2] - np.asarray(goal)[:2]))) / 16.0
 
     def render(self):
         out = self.bg.copy()
@@ -720,10 +735,11 @@ class PushT(_MujocoEnv):
         self.data.ctrl[:] = self.data.qpos[:2] + 100.0 * a
         self._physics()
 
-    def is_success(self, state, goal):
-        """Agent and block positions within 20 units of the goal's (4-vector norm), block angle within pi/9."""
+    def distance(self, state, goal):
+        """Success: agent and block positions within 20 units of the goal's (4-vector norm) and the block's
+        angle within pi/9."""
         s, g = np.asarray(state), np.asarray(goal)
-        return bool(np.linalg.norm(s[:4] - g[:4]) < 20.0 and abs(wrap(s[4] - g[4])) < np.pi / 9)
+        return max(float(np.linalg.norm(s[:4] - g[:4])) / 20.0, abs(float(wrap(s[4] - g[4]))) / (np.pi / 9))
 
     def render(self):
         out, q = self.bg.copy(), self.data.qpos
@@ -779,9 +795,9 @@ class Reacher(_MujocoEnv):
         self.data.ctrl[:] = a
         self._physics()
 
-    def is_success(self, state, goal):
-        """Both joints within 0.05 rad of the goal's (wrapped)."""
-        return bool(np.all(np.abs(wrap(np.asarray(state)[:2] - np.asarray(goal)[:2])) < 0.05))
+    def distance(self, state, goal):
+        """Success: both joints within 0.05 rad of the goal's (wrapped)."""
+        return float(np.abs(wrap(np.asarray(state)[:2] - np.asarray(goal)[:2])).max()) / 0.05
 
     def render(self):
         out, (q1, q2), L, cv = self.bg.copy(), self.data.qpos, self.L, self.canvas
@@ -868,9 +884,9 @@ class Cube(_MujocoEnv):
         c[4] = c[5] = self.OPEN * (1.0 - a[4]) / 2
         self._physics()
 
-    def is_success(self, state, goal):
-        """Cube centre within 0.04 m of the goal's."""
-        return bool(np.linalg.norm(np.asarray(state)[6:9] - np.asarray(goal)[6:9]) < 0.04)
+    def distance(self, state, goal):
+        """Success: the cube's centre within 0.04 m of the goal's."""
+        return float(np.linalg.norm(np.asarray(state)[6:9] - np.asarray(goal)[6:9])) / 0.04
 
     def render(self):
         out, q, cv = self.bg.copy(), self.data.qpos, self.canvas

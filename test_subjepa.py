@@ -888,6 +888,38 @@ def test_diverged_training_stops_and_keeps_the_last_good_checkpoint(small_data, 
     assert sj.load_checkpoint(out)["step"] == 5
 
 
+def test_oracle_plans_twoRoom_almost_always(small_data, tmp_path):
+    """CEM scored by the true simulator (the protocol's ceiling), even with 100 samples x 10 iterations,
+    reaches at least 9 of 10 held-out twoRoom goals."""
+    out = str(tmp_path / "oracle.json")
+    script("plan.py", "--data", small_data, "--policy", "oracle", "--episodes", "10", "--samples", "100", "--elites",
+           "10", "--iters", "10", "--seed", "0", "--json", out, "--png", str(tmp_path / "o.png"))
+    result = json.load(open(out))
+    assert result["successes"] >= 9 and result["closest_median"] < 1, result
+
+
+def test_starts_that_already_meet_their_goal_are_counted(small_data, tmp_path):
+    """plan.py counts the starts that already meet their goal: all of them where the agent never moves in the
+    held-out episodes, and exactly those within 16 units where it does."""
+    data = str(tmp_path / "still")
+    subprocess.run(["cp", "-r", small_data, data], check=True)
+    states = np.load(data + "/states.npy")
+    offsets = np.load(data + "/episodes.npy")
+    _, held = sj.split_episodes(len(offsets) - 1)
+    still = list(held)[:2]                                   # two held-out episodes where the agent stays put
+    for e in still:
+        states[offsets[e]:offsets[e + 1]] = states[offsets[e]]
+    np.save(data + "/states.npy", states)
+    out = str(tmp_path / "r.json")
+    script("plan.py", "--data", data, "--policy", "random", "--episodes", "20", "--json", out, "--png",
+           str(tmp_path / "r.png"))
+    r = json.load(open(out))
+    near = [np.hypot(*(states[s] - states[g])) < 16 for s, g in zip(r["start_rows"], r["goal_rows"])]
+    in_still = [any(offsets[e] <= s < offsets[e + 1] for e in still) for s in r["start_rows"]]
+    assert r["already_met"] == sum(near) and all(n for n, st in zip(near, in_still) if st) and any(in_still)
+    assert r["successes"] >= r["already_met"]
+
+
 def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, alive):
     """Each bad input a tired user types gets one line, `error: ...`, saying what to do; no traceback, no work."""
     ckpt = str(tmp_path / "trained.pt")

@@ -97,6 +97,12 @@ def save():
                        run=run)
 
 
+def diverged(what, value):
+    raise SystemExit(f"error: the {what} is {value.item()} at step {step}: training diverged. "
+                     + (f"{out} keeps the last good checkpoint (step {saved_step}). " if saved_step else "")
+                     + "Lower --lr and train again")
+
+
 def log(line):
     tqdm.write(line)
     with open(log_path, "a") as f:
@@ -254,9 +260,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
             step += 1
             bar.update()
             if not torch.isfinite(total):
-                raise SystemExit(f"error: the loss is {total.item()} at step {step}: training diverged. "
-                                 + (f"{out} keeps the last good checkpoint (step {saved_step}). " if saved_step else "")
-                                 + "Lower --lr and train again")
+                diverged("loss", total)
             if step == start + 3:       # after warm-up, time 10 steps and say how long the run will take
                 t3 = time.perf_counter()
             if step == start + 13:
@@ -267,10 +271,8 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
                 sj.synchronize(device)
                 ms = 1000 * (time.perf_counter() - t0) / (step - done0)
                 v_total, v_pred, v_reg = validate()
-                if not torch.isfinite(v_total):
-                    raise SystemExit(f"error: the held-out loss is {v_total.item()} at step {step}: training diverged. "
-                                     + (f"{out} keeps the last good checkpoint (step {saved_step}). " if saved_step else "")
-                                     + "Lower --lr and train again")
+                if not torch.isfinite(v_total):   # checked before the save: a NaN model is never written
+                    diverged("held-out loss", v_total)
                 bar.set_postfix_str(f"pred {pred.item():.4f} reg {reg.item():.3f}")
                 log(f"step {step} | loss {total.item():.4f} pred {pred.item():.4f} reg {reg.item():.3f} | "
                     f"val pred {v_pred:.4f} reg {v_reg:.3f} | lr {lr_at(step - 1):.2e} | {ms:.0f} ms/step "
