@@ -243,7 +243,7 @@ class EppsPulley(torch.autograd.Function):
             p = e
             for k in range(1, len(t)):
                 ecf[k, s] = p.mean(1)                                   # mean_b exp(i t_k h_b)
-                p = p * e if k + 1 < len(t) else p
+                p = p * e
         ecf = ecf.permute(1, 2, 0).reshape(*h.shape[:-2], h.shape[-1], len(t))   # (..., M, knots)
         ctx.save_for_backward(h, t, w, phi, ecf)
         return h.shape[-2] * (((ecf.real - phi) ** 2 + ecf.imag ** 2) @ w)
@@ -366,8 +366,8 @@ class JEPA(nn.Module):
         the T0 given embeddings followed by T+1-T0 predicted ones."""
         for t in range(z.shape[1], actions.shape[1] + 1):
             ctx = z[:, -self.cfg.history:]                 # the last <= 3 frames
-            nxt = self.predict(ctx, actions[:, t - ctx.shape[1]:t])[:, -1:]  # (B, 1, D)
-            z = torch.cat([z, nxt], 1)
+            h = self.predictor(ctx, actions[:, t - ctx.shape[1]:t])[:, -1]   # (B, D): only the newest is needed,
+            z = torch.cat([z, self.pred_proj(h)[:, None]], 1)                # so only it goes through pred_proj
         return z
 
     def loss(self, frames, actions):
@@ -438,8 +438,10 @@ def train_flops(cfg, batch, frames=4):
 
 
 def plan_flops(cfg, samples=300, iters=30, horizon=5):
-    """One CEM solve: every candidate is rolled out over `horizon` blocks, with a history of <= 3 frames."""
-    per_rollout = sum(predictor_flops(cfg, min(t, cfg.history)) for t in range(1, horizon + 1))
+    """One CEM solve: every candidate is rolled out over `horizon` blocks, with a history of <= 3 frames
+    (pred_proj runs on the newest frame only)."""
+    proj = 4 * cfg.dim * cfg.proj_hidden
+    per_rollout = sum(predictor_flops(cfg, T) - (T - 1) * proj for T in (min(t, cfg.history) for t in range(1, horizon + 1)))
     return samples * iters * per_rollout
 
 
