@@ -833,7 +833,7 @@ def test_main_command_works_in_an_empty_directory(tmp_path):
 def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     """Ctrl-C during training ends it with one line, keeps the last checkpoint, and --resume then ends with
     bitwise the weights of a run that was never interrupted."""
-    run = ["--data", small_data, "--steps", "12", *TINY_TRAIN, "--log-every", "4"]
+    run = ["--data", small_data, "--steps", "8", *TINY_TRAIN, "--log-every", "4"]
     straight = str(tmp_path / "straight.pt")
     script("train.py", *run, "--out", straight)
     stopped = str(tmp_path / "stopped.pt")
@@ -848,11 +848,11 @@ def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert last.startswith("interrupted: at step") and "add --resume to continue" in last, last
     step = sj.load_checkpoint(stopped)["step"]
-    assert step in (4, 8)
+    assert step == 4
     r = script("train.py", *run, "--out", stopped, "--resume")
     assert f"resumed {stopped} at step {step}" in r.stdout
     a, b = sj.load_checkpoint(straight), sj.load_checkpoint(stopped)
-    assert b["step"] == 12
+    assert b["step"] == 8
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
@@ -1049,9 +1049,9 @@ def test_fast_planning_plans_like_the_plain_path():
 def test_trained_model_plans_far_better_than_random(tmp_path, alive):
     """End to end on twoRoom: collect 300 episodes, train a small Sub-JEPA for 1500 steps on the CPU, plan
     on 30 held-out episodes (CEM 100 x 10); it succeeds at least 10 points more often than a random policy
-    on the same episodes. Seen with data and training seeds 0 (this test), 1, 2, one thread: model 80%, 80%,
-    30% against random 13%, 17%, 20%; this test on two threads: 87% against 13%. Short training is not
-    always this good, hence the modest margin."""
+    on the same episodes. Seen with data and training seeds 0 (this test), 1, 2, one thread, when the small
+    model drew 128 directions: model 80%, 80%, 30% against random 13%, 17%, 20%. Short training is not
+    always this good, hence the modest margin. With 512 directions (now) it passes on two threads, CI's."""
     data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
     alive("collecting 300 twoRoom episodes")
     sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)
@@ -1064,5 +1064,5 @@ def test_trained_model_plans_far_better_than_random(tmp_path, alive):
         script("plan.py", "--data", data, "--ckpt", ckpt, "--policy", policy, "--episodes", "30", "--samples", "100",
                "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
         successes[policy] = json.load(open(out))["successes"]
-    print(successes, "successes of 30")
+    alive(f"successes of 30: {successes}")
     assert successes["model"] >= successes["random"] + 3          # 10 points, in whole episodes
