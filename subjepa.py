@@ -94,7 +94,7 @@ SMALL = dict(dim=96, enc_layers=4, enc_heads=3, enc_mlp=384, proj_hidden=512, ac
 
 # Training recipes. train.py takes "paper" on a CUDA GPU and "cpu" elsewhere; explicit flags override.
 # The paper's schedule is 10 epochs at lr 5e-5; 30k steps at 5e-4 is our shorter GPU schedule (untested
-# for want of a GPU). The CPU recipe: ~13 min of training on a 2-core CPU (README, "The CPU recipe").
+# for want of a GPU). The CPU recipe: 15-18 min of training on a 2-core CPU (README, "The CPU recipe").
 RECIPES = {
     "paper": dict(small=False, steps=30000, batch=128, lr=5e-4),
     "cpu": dict(small=True, steps=2500, batch=32, lr=1e-3),
