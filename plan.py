@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -38,23 +37,25 @@ p.add_argument("--iters", type=sj.number(int, 1), default=30, help="CEM iteratio
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
 p.add_argument("--json", default=None, help="write the results to this JSON file (replaced if it exists)")
 p.add_argument("--png", default=None, help="filmstrip of the first episodes (default: runs/<env>-<policy>.png, replaced)")
-p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the rollout, with CUDA graphs on CUDA (default: on for CUDA)")
-p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
+p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the rollout, with CUDA graphs on CUDA (default: on for CUDA; on a CPU with bf16, from 10 episodes)")
+p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA and for CPUs with native bf16 matmuls)")
 p.add_argument("--small", action="store_true", help="--bench only: time the CPU-sized model")
 p.add_argument("--img", type=sj.number(int, 8), default=64, help="--bench only: image size (paper: 224, with --patch 14)")
 p.add_argument("--patch", type=sj.number(int, 1), default=8, help="--bench only: ViT patch size")
 p.add_argument("--bench", action="store_true", help="time CEM solves (fast path against eager fp32) and exit")
 def speed_up(model, fast=True):
     """The fast path: the rollout compiled (its 5 predictor calls become one graph; on CUDA, replayed as a
-    CUDA graph) and bf16 autocast. Returns the autocast context to plan in."""
+    CUDA graph) and bf16. Returns the context to plan in (subjepa.precision)."""
     if fast and use_compile:
         model.rollout = torch.compile(model.rollout, mode="reduce-overhead" if device.type == "cuda" else None)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if fast and use_bf16 else nullcontext()
+    return lambda: sj.precision(device, fast and use_bf16)
 
 
 if __name__ == "__main__":
     args = sj.parse_args(p)
     device, use_compile, use_bf16 = args.device, args.compile, args.bf16
+    if use_compile is None:   # on a CPU
+        use_compile = use_bf16 and args.policy == "model" and args.episodes >= 10   # pays back from 10 episodes (README)
     cem_kwargs = dict(samples=args.samples, elites=args.elites, iters=args.iters)
     if args.elites > args.samples:
         raise sj.InputError(f"--elites {args.elites} is more than --samples {args.samples}: CEM keeps the best "
@@ -77,7 +78,7 @@ if __name__ == "__main__":
                 for i in range(4):   # the first solve compiles and warms up
                     sj.synchronize(device)
                     t0 = time.perf_counter()
-                    with ctx:
+                    with ctx():
                         model.plan(*frames, args.horizon, gen, **cem_kwargs)
                     sj.synchronize(device)
                     ms.append(1000 * (time.perf_counter() - t0))
@@ -158,7 +159,7 @@ if __name__ == "__main__":
                     blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
                                     progress=bar, **cem_kwargs)
                 else:
-                    with ctx:
+                    with ctx():
                         blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar, **cem_kwargs)  # (E, H, F*A), z-scored
                 plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
                 solve_ms.append(1000 * (time.perf_counter() - t0))

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 
@@ -105,40 +106,48 @@ RECIPES = {
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, heads, head_dim, causal=False):
+    def __init__(self, dim, heads, head_dim, causal=False, bias=True, dropout=0.0):
         super().__init__()
-        self.heads, self.causal = heads, causal
-        self.qkv = nn.Linear(dim, 3 * heads * head_dim)
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=bias)
         self.proj = nn.Linear(heads * head_dim, dim)
 
     def forward(self, x):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, h, T, hd)
-        # fused kernel for softmax(q k^T / sqrt(hd) + causal mask) v
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        # fused kernel for softmax(q k^T / sqrt(hd) + causal mask) v, with dropout on the attention weights
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block. With `adaln`, a condition c sets shift, scale and gate of both
-    branches (AdaLN-zero, as in DiT); the gates start at zero so the block starts as the identity."""
+    """Pre-norm transformer block. Plain, it is the ViT's (HF's LayerNorm eps 1e-12). With `adaln` it is
+    the LeWM predictor's: a condition c sets shift, scale and gate of both branches (AdaLN-zero, as in
+    DiT; the gates start at zero so the block starts as the identity), each branch opens with its own
+    LayerNorm after the modulation, its attention has no qkv bias, and dropout acts on the attention
+    weights, inside the MLP and on both branch outputs."""
 
     def __init__(self, dim, heads, head_dim, mlp, causal=False, dropout=0.0, adaln=False):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=not adaln)
-        self.attn = Attention(dim, heads, head_dim, causal)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=not adaln)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+        eps = 1e-6 if adaln else 1e-12
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=not adaln)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=not adaln)
+        self.attn = Attention(dim, heads, head_dim, causal, bias=not adaln, dropout=dropout)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp, dim))
         self.drop = nn.Dropout(dropout)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) if adaln else None
+        self.ada = None
+        if adaln:
+            self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+            self.inner1, self.inner2 = nn.LayerNorm(dim), nn.LayerNorm(dim)   # after the modulation
 
     def forward(self, x, c=None):
         if self.ada is None:
             x = x + self.drop(self.attn(self.norm1(x)))
             return x + self.drop(self.mlp(self.norm2(x)))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # 6 x (B, T, D)
-        x = x + gate1 * self.drop(self.attn(self.norm1(x) * (1 + scale1) + shift1))
-        return x + gate2 * self.drop(self.mlp(self.norm2(x) * (1 + scale2) + shift2))
+        x = x + gate1 * self.drop(self.attn(self.inner1(self.norm1(x) * (1 + scale1) + shift1)))
+        return x + gate2 * self.drop(self.mlp(self.inner2(self.norm2(x) * (1 + scale2) + shift2)))
 
 
 def projector(dim, hidden):
@@ -163,9 +172,9 @@ class Encoder(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, n + 1, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.enc_heads, cfg.dim // cfg.enc_heads, cfg.enc_mlp)
                                     for _ in range(cfg.enc_layers))
-        self.norm = nn.LayerNorm(cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-12)
 
-    def forward(self, x):                                  # (B, 3, H, W) in [-1, 1]
+    def forward(self, x):                                  # (B, 3, H, W), ImageNet-normalised
         x = self.patchify(x).flatten(2).transpose(1, 2)    # (B, N, D)
         x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.pos  # (B, N+1, D)
         for block in self.blocks:
@@ -286,6 +295,7 @@ class SIGReg(nn.Module):
     def project(self, z):                                  # (T, B, D) -> (T, B, M)
         return z @ self.directions(z.shape[-1], z.device)
 
+    @torch.compiler.disable   # complex arithmetic, which the compiler does not generate: it runs eagerly
     def forward(self, z):
         # the statistic takes 17 cosines of t*h with t up to 3: bf16's 8 bits are not enough
         with torch.autocast(z.device.type, enabled=False):
@@ -326,6 +336,9 @@ class JEPA(nn.Module):
         self.pred_proj = projector(cfg.dim, cfg.proj_hidden)
         self.reg = (SIGReg(cfg.num_proj, cfg.knots) if cfg.subspaces == 0 else
                     SubspaceSIGReg(cfg.dim, cfg.subspaces, cfg.num_proj, cfg.knots, cfg.reg_seed))
+        # pixels are normalised with ImageNet's mean and std, as the official code does
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1), persistent=False)
         self.apply(self._init_weights)
         for block in self.predictor.blocks:   # AdaLN-zero: the modulation starts at 0, so gates are 0
             nn.init.zeros_(block.ada[-1].weight)
@@ -333,14 +346,16 @@ class JEPA(nn.Module):
 
     @staticmethod
     def _init_weights(m):
-        # ViT-style: small truncated-normal weights, zero biases; positions and CLS likewise
+        # ViT-style: small truncated-normal weights, zero biases; the encoder's positions and CLS likewise
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, (Encoder, Predictor)):
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, Encoder):
             nn.init.trunc_normal_(m.pos, std=0.02)
-            if isinstance(m, Encoder):
-                nn.init.trunc_normal_(m.cls, std=0.02)
+            nn.init.trunc_normal_(m.cls, std=0.02)
+        elif isinstance(m, Predictor):       # the official predictor's positions start at std 1
+            nn.init.normal_(m.pos)
 
     def param_counts(self):
         """Parameters per part, in the paper's terms."""
@@ -353,7 +368,7 @@ class JEPA(nn.Module):
         B, T = frames.shape[:2]
         x = frames.flatten(0, 1)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        z = self.projector(self.encoder(x * 2 - 1))        # (B*T, D)
+        z = self.projector(self.encoder((x - self.mean) / self.std))   # (B*T, D)
         return z.view(B, T, -1)                            # (B, T, D)
 
     def predict(self, z, a):               # z (B, T, D), a (B, T, F*A) -> prediction of frames 1..T
@@ -1420,7 +1435,8 @@ def parse_plain(parser):
 
 def parse_args(parser):
     """The scripts' common start: parse the flags, print bad input as one line, check --env, pick the
-    device (cuda, then mps, then cpu) and turn compile and bf16 on by default on CUDA only."""
+    device (cuda, then mps, then cpu); bf16 is on by default on CUDA and on CPUs with native bf16, compile
+    on CUDA (a CPU script decides by the length of its run)."""
     args = parse_plain(parser)
     if args.env not in PRESETS:
         parser.error(f"unknown environment {args.env!r}: choose one of {', '.join(PRESETS)}")
@@ -1433,9 +1449,10 @@ def parse_args(parser):
     if kind not in ("cpu", "cuda", "mps") or (count and count() <= (args.device.index or 0)):
         raise InputError(f"--device {args.device}: no such device here (this machine has: "
                          f"{default_device()}); leave --device out to use the best one")
-    for fast in ("compile", "bf16"):
-        if getattr(args, fast) is None:
-            setattr(args, fast, kind == "cuda")
+    if args.bf16 is None:
+        args.bf16 = kind == "cuda" or (kind == "cpu" and cpu_has_bf16())
+    if args.compile is None and kind != "cpu":
+        args.compile = kind == "cuda"      # on a CPU the script decides: compiling pays back on long runs only
     return args
 
 
@@ -1462,6 +1479,30 @@ def atomic(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def cpu_has_bf16():
+    """Whether this CPU multiplies bf16 matrices natively (x86's AVX512-BF16 or AMX, Arm's BF16): only
+    then does bf16 beat fp32 on it; elsewhere it is emulated. Read from Linux's /proc/cpuinfo (False
+    elsewhere: --bf16 forces it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@contextmanager
+def precision(device, bf16):
+    """Where the fast path computes: bf16 autocast, and on a CPU the plain (math) attention kernel, as the
+    fused CPU kernel's bf16 backward costs more than the bf16 matmuls save (measured: 4x its fp32 time)."""
+    if not bf16:
+        yield
+        return
+    with torch.autocast(device.type, dtype=torch.bfloat16), \
+            (sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else nullcontext()):
+        yield
 
 
 def synchronize(device):
@@ -1493,11 +1534,20 @@ def load_checkpoint(path):
     return ckpt
 
 
+def load_weights(model, ckpt, path):
+    """Put a checkpoint's weights into `model`; one that another version of the model wrote is refused."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        why = " ".join(str(e).split("\n\t")[1:2])[:150]
+        raise InputError(f"{path} holds another version's model ({why}...): train it again with this version") from None
+
+
 def load_model(path, device="cpu"):
     """The world model of a checkpoint, in eval mode, with its checkpoint dict."""
     ckpt = load_checkpoint(path)
     model = JEPA(Config(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
 
 

@@ -15,7 +15,6 @@ import dataclasses
 import math
 import os
 import time
-from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
@@ -43,8 +42,8 @@ p.add_argument("--out", default=None, help="checkpoint path (default: runs/<env>
 p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is --out")
 p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out with a new run")
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
-p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the loss (default: on for CUDA)")
-p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
+p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the loss (default: on for CUDA; on a CPU with bf16, for runs of 1000 steps or more)")
+p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA and for CPUs with native bf16 matmuls)")
 p.add_argument("--seed", type=int, default=None, help="seed of the model, the clip order and the dropout (default 0)")
 p.add_argument("--log-every", type=sj.number(int, 1), default=250, help="steps between log lines, validation and checkpoints")
 p.add_argument("--bench", action="store_true", help="time training steps (fast path against eager fp32) and exit")
@@ -63,7 +62,7 @@ def make_config(img, action_dim):
 
 
 def train_step(model, opt, loss_fn, frames, actions):
-    with ctx:
+    with ctx():
         total, pred, reg = loss_fn(frames, actions)
     opt.zero_grad(set_to_none=True)
     total.backward()
@@ -82,7 +81,7 @@ def lr_at(s):   # linear warm-up, then cosine decay to zero
 def validate(batches=8):
     """Recalibrate BatchNorm on training clips, then the losses on held-out clips, the same ones every time."""
     g = torch.Generator(device=device).manual_seed(1234)
-    with ctx:
+    with ctx():
         model.calibrate(tqdm((train.sample(run["batch"], g) for _ in range(20)), total=20, leave=False,
                              desc="calibrate BatchNorm", dynamic_ncols=True))
         losses = torch.tensor([[x.item() for x in model.loss(*val.sample(run["batch"], g))] for _ in range(batches)])
@@ -115,7 +114,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     # -------------------------------------------------------------------------
     # setup: the recipe, and every check that can fail before any work is done
     device, use_compile, use_bf16 = args.device, args.compile, args.bf16
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    ctx = lambda: sj.precision(device, use_bf16)
     out = args.out or f"runs/{args.env}.pt"
     log_path = os.path.splitext(out)[0] + ".log"
     given = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
@@ -147,6 +146,9 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
+    if use_compile is None:   # on a CPU, with bf16 (in fp32 it does not pay), on runs long enough to pay back
+        use_compile = use_bf16 and (args.bench or run["steps"] >= 1000)   # its minute of compiling (README)
+
     if args.bench:   # synthetic frames resident on the device; the paper's model unless --small
         cfg = make_config(run["img"], sj.PRESETS[args.env]["action_dim"])
         batch = run["batch"]
@@ -166,8 +168,8 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
             model = sj.JEPA(cfg).to(device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3)
             loss_fn = torch.compile(model.loss) if fast and use_compile else model.loss
-            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if fast and use_bf16 else nullcontext()
-            n = 3 if device.type == "cpu" else 30
+            ctx = lambda: sj.precision(device, fast and use_bf16)
+            n = 10 if device.type == "cpu" else 30
             for i in range(2 * n):   # the first n are warm-up (and compilation)
                 if i == n:
                     sj.synchronize(device)
@@ -231,7 +233,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     opt = torch.optim.AdamW(model.parameters(), lr=run["lr"], weight_decay=1e-3)
     step = 0
     if ckpt:
-        model.load_state_dict(ckpt["model"])
+        sj.load_weights(model, ckpt, out)
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         gen.set_state(ckpt["generator"])
