@@ -880,7 +880,7 @@ def test_main_command_works_in_an_empty_directory(tmp_path):
 def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     """Ctrl-C during training ends it with one line, keeps the last checkpoint, and --resume then ends with
     bitwise the weights of a run that was never interrupted."""
-    run = ["--data", small_data, "--steps", "8", *TINY_TRAIN, "--log-every", "4"]
+    run = ["--data", small_data, "--steps", "40", *TINY_TRAIN, "--log-every", "4"]   # long enough for Ctrl-C to land
     straight = str(tmp_path / "straight.pt")
     script("train.py", *run, "--out", straight)
     stopped = str(tmp_path / "stopped.pt")
@@ -899,7 +899,7 @@ def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     r = script("train.py", *run, "--out", stopped, "--resume")
     assert f"resumed {stopped} at step {step}" in r.stdout
     a, b = sj.load_checkpoint(straight), sj.load_checkpoint(stopped)
-    assert b["step"] == 8
+    assert b["step"] == 40
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
@@ -1109,7 +1109,8 @@ def test_trained_model_plans_far_better_than_random(tmp_path, alive):
     on 30 held-out episodes (CEM 100 x 10); it succeeds at least 10 points more often than a random policy
     on the same episodes. Seen with data and training seeds 0 (this test), 1, 2, one thread, when the small
     model drew 128 directions: model 80%, 80%, 30% against random 13%, 17%, 20%. Short training is not
-    always this good, hence the modest margin. With 512 directions (now), on two threads (CI's): 26/30 against 4/30."""
+    always this good, hence the modest margin. With 512 directions, on two threads (CI's): 26/30 against 4/30; with
+    the official predictor blocks and the CPU fast path (now): 23/30 against 4/30."""
     data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
     alive("collecting 300 twoRoom episodes")
     sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)

@@ -3,7 +3,7 @@ Train a JEPA world model on one environment's dataset (collected first if missin
 
     python train.py --env twoRoom --subspaces 16          # Sub-JEPA, 16 subspaces; the recipe fits the hardware
     python train.py --env twoRoom --subspaces 0           # LeWM's global SIGReg
-    python train.py --env twoRoom --recipe cpu            # the CPU recipe: small model, 2500 steps (15-18 min, 2 cores)
+    python train.py --env twoRoom --recipe cpu            # the CPU recipe: small model, 2500 steps (~9 min, 2 cores)
     python train.py --env twoRoom --resume                # continue an interrupted run
     python train.py --bench                               # print speed figures, write nothing
 
