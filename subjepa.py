@@ -295,7 +295,6 @@ class SIGReg(nn.Module):
     def project(self, z):                                  # (T, B, D) -> (T, B, M)
         return z @ self.directions(z.shape[-1], z.device)
 
-    @torch.compiler.disable   # complex arithmetic, which the compiler does not generate: it runs eagerly
     def forward(self, z):
         # the statistic takes 17 cosines of t*h with t up to 3: bf16's 8 bits are not enough
         with torch.autocast(z.device.type, enabled=False):
@@ -393,6 +392,12 @@ class JEPA(nn.Module):
         pred = F.mse_loss(z_hat.float(), z[:, 1:].float())
         reg = self.reg(z.transpose(0, 1))                  # (T, B, D): one test per time index
         return pred + self.cfg.lam * reg, pred, reg
+
+    def compiled_loss(self, **compile_kwargs):
+        """The loss under torch.compile, with the regularizer left eager: the compiler does not generate
+        its complex arithmetic. (The compiler is imported here, not with this file: it costs a second.)"""
+        self.reg.forward = torch.compiler.disable(self.reg.forward)
+        return torch.compile(self.loss, **compile_kwargs)
 
     @torch.no_grad()
     def calibrate(self, batches):
@@ -1412,7 +1417,9 @@ def number(kind, low, above=False):
     """An argparse type: a finite `kind` (int or float) at least `low`, or above it."""
     def parse(text):
         x = kind(text)
-        if not math.isfinite(x) or x < low or (above and x == low):
+        if not math.isfinite(x):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if x < low or (above and x == low):
             raise argparse.ArgumentTypeError(f"{text} is not {'above' if above else 'at least'} {low}")
         return x
     parse.__name__ = kind.__name__   # argparse names the type in "invalid int value"

@@ -167,7 +167,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
             torch.manual_seed(run["seed"])
             model = sj.JEPA(cfg).to(device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3)
-            loss_fn = torch.compile(model.loss) if fast and use_compile else model.loss
+            loss_fn = model.compiled_loss() if fast and use_compile else model.loss
             ctx = lambda: sj.precision(device, fast and use_bf16)
             n = 10 if device.type == "cpu" else 30
             for i in range(2 * n):   # the first n are warm-up (and compilation)
@@ -247,7 +247,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in model.param_counts().items())
         + f"; {device}, {torch.get_num_threads()} threads, compile {use_compile}, bf16 {use_bf16}; "
         + ", ".join(f"{k} {v}" for k, v in run.items()))
-    loss_fn = torch.compile(model.loss) if use_compile else model.loss
+    loss_fn = model.compiled_loss() if use_compile else model.loss
 
     # -------------------------------------------------------------------------
     # training loop
