@@ -7,10 +7,12 @@ steps, CEM with 300 samples x 30 elites x 30 iterations over 5 action blocks, re
     python plan.py --env twoRoom --policy random      # the floor any model must beat
     python plan.py --env twoRoom --json runs/twoRoom-plan.json
     python plan.py --bench                            # time CEM solves, write nothing
+    torchrun --nproc_per_node 4 plan.py --env twoRoom # the episodes split over 4 processes (GPUs); same results
 """
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -53,6 +55,9 @@ def speed_up(model, fast=True):
 
 if __name__ == "__main__":
     args = sj.parse_args(p)
+    rank, ranks, args.device = sj.join_ranks(args.device)   # (0, 1) unless run by torchrun
+    if rank:
+        sys.stdout = open(os.devnull, "w")   # rank 0 speaks for all; errors still reach stderr
     device, use_compile, use_bf16 = args.device, args.compile, args.bf16
     if use_compile is None:   # on a CPU
         use_compile = use_bf16 and args.policy == "model" and args.episodes >= 10   # pays back from 10 episodes (README)
@@ -121,6 +126,11 @@ if __name__ == "__main__":
     eps = rng.choice(long_enough, args.episodes)
     starts = np.array([rng.integers(ds.episodes[e], ds.episodes[e + 1] - args.goal_offset) for e in eps])
     goals = starts + args.goal_offset
+    # under torchrun each rank plans a contiguous share of the episodes (every rank drew them all, alike)
+    if args.episodes < ranks:
+        raise sj.InputError(f"--episodes {args.episodes} is fewer than the {ranks} processes: pass at least {ranks}")
+    mine = np.array_split(np.arange(args.episodes), ranks)[rank]
+    first, eps, starts, goals = mine[0], eps[mine], starts[mine], goals[mine]
 
     envs = [sj.make_env(args.env, ds.meta["img"]) for _ in eps]
     goal_imgs = [env.render_state(ds.states[g]) for env, g in zip(envs, goals)]   # the goal image, drawn from its state
@@ -145,22 +155,23 @@ if __name__ == "__main__":
     solve_ms = []
     solves = -(-args.budget // (args.horizon * F))   # re-plan after each executed plan of horizon * F steps
     bar = tqdm(total=solves * args.iters, desc=f"plan {E} episodes ({solves} solves of {args.iters} CEM iterations)",
-               unit="iter", dynamic_ncols=True, disable=args.policy == "random")
+               unit="iter", dynamic_ncols=True, disable=args.policy == "random" or rank > 0)
     closest = np.full(E, np.inf)
     t_start = time.perf_counter()
     for t in range(args.budget):
         if t % (args.horizon * F) == 0:
             if args.policy == "random":
-                plan = rng.uniform(-1, 1, (E, args.horizon * F, A))
+                plan = rng.uniform(-1, 1, (args.episodes, args.horizon * F, A))[first:first + E]
             else:
                 sj.synchronize(device)
                 t0 = time.perf_counter()
                 if model is None:   # the oracle
                     blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
-                                    progress=bar, **cem_kwargs)
+                                    progress=bar, rows=(first, args.episodes), **cem_kwargs)
                 else:
                     with ctx():
-                        blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar, **cem_kwargs)  # (E, H, F*A), z-scored
+                        blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar,
+                                            rows=(first, args.episodes), **cem_kwargs)    # (E, H, F*A), z-scored
                 plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
                 solve_ms.append(1000 * (time.perf_counter() - t0))
             k = t
@@ -174,7 +185,16 @@ if __name__ == "__main__":
     bar.close()
 
     # -----------------------------------------------------------------------------
-    # report
+    # report (under torchrun, rank 0 gathers every rank's episodes, in order, and reports them all)
+    film = [np.concatenate([f[i] for f in film] + [np.full_like(goal_imgs[i][:, :4], 255), goal_imgs[i]], 1)
+            for i in range(min(4, E))]   # for the first episodes, the frames every 5 steps, then the goal image
+    parts = sj.gather(dict(success=success, closest=closest, met=met, starts=starts, goals=goals, film=film,
+                           solve_ms=solve_ms, wall=wall))
+    if rank:
+        raise SystemExit
+    success, closest, met, starts, goals, film = (np.concatenate([q[k] for q in parts]) for k in
+                                                  ("success", "closest", "met", "starts", "goals", "film"))
+    solve_ms, wall, E = [ms for q in parts for ms in q["solve_ms"]], max(q["wall"] for q in parts), args.episodes
     n, rate = int(success.sum()), float(success.mean())
     err = (rate * (1 - rate) / E) ** 0.5
     rest = ~met   # the episodes whose start does not already meet the goal
@@ -183,13 +203,14 @@ if __name__ == "__main__":
                   already_met=int(met.sum()), success_rate_not_met=rest_rate,
                   closest_median=float(np.median(closest)), closest=closest.tolist(), start_rows=starts.tolist(),
                   goal_rows=goals.tolist(),
-                  ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(solve_ms),
-                  episodes_per_solve=E, seed=args.seed, budget=args.budget, device=str(device), wall_s=wall,
+                  ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(parts[0]["solve_ms"]),
+                  episodes_per_solve=len(parts[0]["success"]), processes=ranks, seed=args.seed, budget=args.budget,
+                  device=str(device), wall_s=wall,
                   ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
                   subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
                   cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon))
     print(f"{args.env} {args.policy}: success {n}/{E} = {100 * rate:.1f} +- {100 * err:.1f} %"
-          + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {E} episodes" if solve_ms else "")
+          + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {result['episodes_per_solve']} episodes" if solve_ms else "")
           + f" | {wall:.1f} s")
     print(f"  {met.sum()} of {E} starts already meet their goal; success on the other {rest.sum()}: "
           + (f"{int(success[rest].sum())}/{rest.sum()} = {100 * rest_rate:.1f} %" if rest.any() else "none")
@@ -198,8 +219,5 @@ if __name__ == "__main__":
         with sj.atomic(args.json) as tmp, open(tmp, "w") as f:
             json.dump(result, f, indent=1)
         print(f"results in {args.json}")
-    # filmstrip: for the first episodes, the frames every 5 steps, then the goal image
-    rows = [np.concatenate([f[i] for f in film] + [np.full_like(goal_imgs[i][:, :4], 255), goal_imgs[i]], 1)
-            for i in range(min(4, E))]
-    sj.write_png(png, np.concatenate(rows, 0).repeat(2, 0).repeat(2, 1))   # 2x, nearest neighbour
+    sj.write_png(png, np.concatenate(film[:4], 0).repeat(2, 0).repeat(2, 1))   # the filmstrip, 2x, nearest neighbour
     print(f"filmstrip (frames every 5 steps | goal) in {png}")

@@ -18,6 +18,7 @@ Shape letters used everywhere:
     K subspaces (d = D/K each)  M random directions   S CEM samples   E planning problems   H horizon
 """
 import argparse
+import atexit
 import json
 import math
 import multiprocessing as mp
@@ -36,6 +37,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -153,7 +155,48 @@ class Block(nn.Module):
 def projector(dim, hidden):
     """Linear -> BatchNorm -> GELU -> Linear. Without it the ViT's final LayerNorm, which pins every
     embedding to a sphere, would fight the Gaussian regularizer."""
-    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, dim))
+    return nn.Sequential(nn.Linear(dim, hidden), BatchNorm(hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+def world():
+    """(rank, ranks): this process's place among torchrun's processes; (0, 1) in a plain run."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+class SumOverRanks(torch.autograd.Function):
+    """x summed over torchrun's ranks. Every rank's loss sees the sum, so the gradient with respect to
+    each rank's x is the sum of all ranks' gradients with respect to the sum: summed likewise."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        return SumOverRanks.forward(ctx, g.contiguous())
+
+
+class BatchNorm(nn.BatchNorm1d):
+    """nn.BatchNorm1d. Under torchrun, training statistics are those of the whole batch across the ranks
+    (each holding an equal share), with their gradient; nn.SyncBatchNorm does this on GPUs only."""
+
+    def forward(self, x):
+        ranks = world()[1]
+        if not (self.training and ranks > 1):
+            return super().forward(x)
+        n = x.shape[0] * ranks
+        x = x.float()
+        mean = SumOverRanks.apply(x.sum(0)) / n
+        xc = x - mean
+        var = SumOverRanks.apply((xc * xc).sum(0)) / n     # two passes, as BatchNorm1d: exact when var << mean^2
+        with torch.no_grad():                              # running statistics as BatchNorm1d keeps them
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
+            self.running_mean.lerp_(mean, m)
+            self.running_var.lerp_(var * n / (n - 1), m)
+        return xc * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 # -----------------------------------------------------------------------------
 # ViT encoder
@@ -233,8 +276,24 @@ class EppsPulley(torch.autograd.Function):
     CPU's cache (chunks never split the batch dim B, so the statistic is exact) and write the gradient
     by hand as a polynomial in e, evaluated by Horner's rule:
         d/dh_b = Re(sum_k c_k e_b^k),   c_k = 2 w_k t_k (S_k + i (C_k - phi_k)),
-    where C_k + i S_k = mean_b e_b^k. Nothing larger than a chunk of h is ever stored."""
+    where C_k + i S_k = mean_b e_b^k. Nothing larger than a chunk of h is ever stored.
+
+    Under torchrun each rank holds an equal share of the batch, and the statistic is the whole batch's:
+    the (knots x M) means are summed over the ranks before the squared error, and the backward sums the
+    upstream gradients g (..., M) over the ranks, so each rank gets the gradient of every rank's loss with
+    respect to its own samples (as an autograd all_reduce would; DistributedDataParallel then averages).
+    The extra memory is that of the means: the backward stays memory-safe."""
     CHUNK = {"cpu": 2**18}       # elements of h per chunk: ~2 MiB of complex temporaries fit a CPU's L2
+    seconds = 0.0                # spent summing over ranks (train.py --bench prints it)
+
+    @staticmethod
+    def sum_over_ranks(x):       # in place: every rank's x becomes the sum of all ranks' x
+        synchronize(x.device)    # (so that the clock counts the collective alone)
+        t0 = time.perf_counter()
+        dist.all_reduce(torch.view_as_real(x) if x.is_complex() else x)
+        synchronize(x.device)
+        EppsPulley.seconds += time.perf_counter() - t0
+        return x
 
     @staticmethod
     def chunks(h):               # h (..., B, M) -> its rows (L, B, M) and slices of L
@@ -253,13 +312,18 @@ class EppsPulley(torch.autograd.Function):
             for k in range(1, len(t)):
                 ecf[k, s] = p.mean(1)                                   # mean_b exp(i t_k h_b)
                 p = p * e
+        ranks = world()[1]
+        if ranks > 1:                                                   # the whole batch's means
+            ecf = EppsPulley.sum_over_ranks(ecf) / ranks
         ecf = ecf.permute(1, 2, 0).reshape(*h.shape[:-2], h.shape[-1], len(t))   # (..., M, knots)
         ctx.save_for_backward(h, t, w, phi, ecf)
-        return h.shape[-2] * (((ecf.real - phi) ** 2 + ecf.imag ** 2) @ w)
+        return ranks * h.shape[-2] * (((ecf.real - phi) ** 2 + ecf.imag ** 2) @ w)
 
     @staticmethod
     def backward(ctx, g):        # g (..., M)
         h, t, w, phi, ecf = ctx.saved_tensors
+        if world()[1] > 1:
+            g = EppsPulley.sum_over_ranks(g.contiguous().clone())
         c = (2 * w * t * g[..., None]) * torch.complex(ecf.imag, ecf.real - phi)   # (..., M, knots)
         c = c.reshape(-1, 1, *c.shape[-2:])                                       # (L, 1, M, knots)
         rows, parts = EppsPulley.chunks(h)
@@ -287,9 +351,12 @@ class SIGReg(nn.Module):
         self.register_buffer("t", t, persistent=False)
         self.register_buffer("phi", torch.exp(-t ** 2 / 2), persistent=False)
         self.register_buffer("w", trapezoid * torch.exp(-t ** 2 / 2), persistent=False)
+        self.seed = None   # None: directions from torch's global RNG; an int: from a generator seeded with it
+        #                    (train.py seeds it with the step: every rank of torchrun draws the same directions)
 
     def directions(self, dim, device, lead=()):
-        A = torch.randn(*lead, dim, self.num_proj, device=device)
+        g = None if self.seed is None else torch.Generator(device).manual_seed(self.seed)
+        A = torch.randn(*lead, dim, self.num_proj, device=device, generator=g)
         return A / A.norm(dim=-2, keepdim=True)            # (..., dim, M) unit columns
 
     def project(self, z):                                  # (T, B, D) -> (T, B, M)
@@ -393,11 +460,15 @@ class JEPA(nn.Module):
         reg = self.reg(z.transpose(0, 1))                  # (T, B, D): one test per time index
         return pred + self.cfg.lam * reg, pred, reg
 
-    def compiled_loss(self, **compile_kwargs):
-        """The loss under torch.compile, with the regularizer left eager: the compiler does not generate
-        its complex arithmetic. (The compiler is imported here, not with this file: it costs a second.)"""
+    def forward(self, frames, actions):   # the loss: DistributedDataParallel calls the model
+        return self.loss(frames, actions)
+
+    def compiled_loss(self, net=None, **compile_kwargs):
+        """The loss (of `net`, a wrapper such as DistributedDataParallel, or of the model) under torch.compile,
+        with the regularizer left eager: the compiler does not generate its complex arithmetic. (The compiler
+        is imported here, not with this file: it costs a second.)"""
         self.reg.forward = torch.compiler.disable(self.reg.forward)
-        return torch.compile(self.loss, **compile_kwargs)
+        return torch.compile(net or self, **compile_kwargs)
 
     @torch.no_grad()
     def calibrate(self, batches):
@@ -470,17 +541,21 @@ def plan_flops(cfg, samples=300, iters=30, horizon=5):
 
 
 @torch.no_grad()
-def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=None, progress=None):
+def cem(cost, shape, samples=300, elites=30, iters=30, generator=None, device=None, progress=None, rows=None):
     """Minimise cost over plans for E problems together. shape = (E, *plan_shape); cost maps
     candidates (E, S, *plan_shape) to (E, S). Sample around a Gaussian, refit it to the best
     `elites`, repeat; return the final mean (E, *plan_shape). Sample 0 is always the current mean.
-    `progress` (a tqdm bar, say) is updated once per iteration."""
+    `progress` (a tqdm bar, say) is updated once per iteration. rows = (first, total): the E problems are
+    rows first.. of `total` (a rank's share under torchrun): the noise of all `total` is drawn and these
+    rows kept, so that each problem is planned as it is in one process."""
     device = device or (generator.device if generator is not None else "cpu")
     E, *plan_shape = shape
+    first, total = rows or (0, E)
     mean = torch.zeros(E, math.prod(plan_shape), device=device)   # (E, P)
     std = torch.ones_like(mean)
     for _ in range(iters):
-        x = mean[:, None] + std[:, None] * torch.randn(E, samples, mean.shape[1], device=device, generator=generator)
+        noise = torch.randn(total, samples, mean.shape[1], device=device, generator=generator)[first:first + E]
+        x = mean[:, None] + std[:, None] * noise
         x[:, 0] = mean                                               # (E, S, P)
         c = cost(x.view(E, samples, *plan_shape))                    # (E, S)
         best = c.topk(elites, dim=1, largest=False).indices          # (E, elites)
@@ -1395,8 +1470,11 @@ class Clips:
         acts = self.actions[i + torch.arange((self.T - 1) * self.F, device=self.device)]  # (B, (T-1)F, A)
         return frames.permute(0, 1, 4, 2, 3), acts.reshape(len(i), self.T - 1, -1)
 
-    def sample(self, batch, generator=None):
-        return self.get(torch.randint(len(self), (batch,), generator=generator, device=self.device))
+    def sample(self, batch, generator=None, rank=0, ranks=1):
+        """`batch` clips at random. Under torchrun, every rank draws the same batch * ranks clips (the batch
+        one process would draw) and keeps its share: ranks x `batch` equal one process with batch x ranks."""
+        idx = torch.randint(len(self), (batch * ranks,), generator=generator, device=self.device)
+        return self.get(idx[rank * batch:(rank + 1) * batch])
 
 
 # -----------------------------------------------------------------------------
@@ -1510,6 +1588,39 @@ def precision(device, bf16):
     with torch.autocast(device.type, dtype=torch.bfloat16), \
             (sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else nullcontext()):
         yield
+
+
+def join_ranks(device):
+    """Under torchrun: join its process group (NCCL on CUDA GPUs, one per process; gloo on CPUs).
+    Returns (rank, ranks, device); (0, 1, device) in a plain run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise InputError(f"torchrun runs on CUDA GPUs or on CPUs, not on {device.type}: pass --device cpu")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(dist.destroy_process_group)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def mean_over_ranks(x):
+    """The mean of x over torchrun's ranks (x itself in a plain run)."""
+    if world()[1] > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world()[1]
+    return x
+
+
+def gather(obj):
+    """Every rank's `obj` in rank order, on every rank ([obj] in a plain run)."""
+    if world()[1] == 1:
+        return [obj]
+    out = [None] * world()[1]
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def synchronize(device):

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import runpy
+import socket
 import signal
 import struct
 import subprocess
@@ -1153,3 +1154,133 @@ def test_trained_model_plans_far_better_than_random(tmp_path, alive):
         successes[policy] = json.load(open(out))["successes"]
     alive(f"successes of 30: {successes}")
     assert successes["model"] >= successes["random"] + 3          # 10 points, in whole episodes
+
+
+# -----------------------------------------------------------------------------
+# Many processes (torchrun): the statistics of the whole batch, as one process computes them
+
+
+def _on_rank(rank, ranks, port, out, job):
+    """One process of a gloo group started by torch.multiprocessing.spawn: run job, save what it returns."""
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=ranks)
+    try:
+        torch.save(job(rank, ranks), os.path.join(out, f"{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def on_ranks(job, ranks, out):
+    with socket.socket() as s:      # a free port for the group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_on_rank, (ranks, port, out, job), nprocs=ranks)
+    return [torch.load(os.path.join(out, f"{r}.pt")) for r in range(ranks)]
+
+
+def _whole_batch_jobs(rank, ranks):
+    """On `ranks` processes (or on one, ranks=1), each holding its share of the same 8 clips / 16 samples:
+    the regularizers' value and input gradient, and one optimizer step of the model, for K = 0 and K = 4."""
+    out = {}
+    for K in (0, 4):
+        reg = SubspaceSIGReg(32, K, num_proj=64) if K else SIGReg(num_proj=64)
+        reg.seed = 3
+        z = torch.randn(4, 16, 32, generator=torch.Generator().manual_seed(K))
+        b = 16 // ranks
+        mine = z[:, rank * b:(rank + 1) * b].clone().requires_grad_()
+        value = reg(mine)
+        value.backward()
+        out["statistic", K] = value.detach(), mine.grad
+        # one step: SGD, whose update is the gradient itself (Adam's would also normalise the float noise of the
+        # parameters whose gradient is zero by construction, the biases just before a BatchNorm)
+        torch.manual_seed(0)
+        model = JEPA(tiny(subspaces=K, dropout=0.0))
+        model.reg.seed = 5
+        g = torch.Generator().manual_seed(1)
+        frames = torch.randint(0, 256, (8, 4, 3, 16, 16), generator=g, dtype=torch.uint8)
+        actions = torch.randn(8, 3, 10, generator=g)
+        b = 8 // ranks
+        net = torch.nn.parallel.DistributedDataParallel(model) if ranks > 1 else model
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        losses = net(frames[rank * b:(rank + 1) * b], actions[rank * b:(rank + 1) * b])
+        losses[0].backward()
+        opt.step()
+        out["step", K] = sj.mean_over_ranks(torch.stack(losses).detach()), model.state_dict()
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return on_ranks(_whole_batch_jobs, 2, str(tmp_path_factory.mktemp("ranks"))), _whole_batch_jobs(0, 1)
+
+
+@pytest.mark.parametrize("K", [0, 4])
+def test_distributed_regularizer_is_the_whole_batch_statistic(two_ranks, K):
+    """2 processes holding 8 samples each give the statistic of all 16, and each process gets the gradient of
+    the two processes' losses with respect to its own samples: 2x the whole-batch gradient, which
+    DistributedDataParallel's averaging turns into the exact one."""
+    (rank0, rank1), one = two_ranks
+    value, grad = one["statistic", K]
+    for rank, out in enumerate((rank0, rank1)):
+        v, g = out["statistic", K]
+        assert torch.allclose(v, value, rtol=1e-6), (v, value)
+        assert torch.allclose(g / 2, grad[:, rank * 8:(rank + 1) * 8], rtol=1e-4, atol=1e-6 * grad.abs().max())
+
+
+@pytest.mark.parametrize("K", [0, 4])
+def test_a_step_on_2_processes_is_a_step_on_the_whole_batch(two_ranks, K):
+    """One training step of 2 processes with 4 clips each (DistributedDataParallel, BatchNorm synchronised)
+    gives the loss and the updated parameters and BatchNorm statistics of one process with all 8 clips."""
+    (rank0, rank1), one = two_ranks
+    losses, state = one["step", K]
+    for out in (rank0, rank1):
+        l, s = out["step", K]
+        assert torch.allclose(l, losses, rtol=1e-6), (l, losses)
+        for k in state:   # within 1e-6 of each tensor's scale (at least 0.02, the init's: biases start at 0)
+            scale = max(state[k].float().abs().max().item(), 0.02)
+            assert torch.allclose(s[k].float(), state[k].float(), rtol=0, atol=1e-6 * scale), k
+
+
+def torchrun(*argv, check=True, cwd=HERE):
+    """Run a script under torchrun with 2 CPU processes (gloo), as a user would."""
+    return script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *argv, check=check, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_resumes_and_plans_as_one_process(small_data, tmp_path, alive):
+    """2 processes with 4 clips each train as one process with 8 (the same losses, to the digits logged);
+    only rank 0 writes; Ctrl-C then --resume continues; a 1-process --resume is refused in one line; and
+    2-process planning gives the 1-process results."""
+    run = ["--data", small_data, "--steps", "8", "--small", "--log-every", "2", "--device", "cpu", "--no-bf16",
+           "--dropout", "0"]
+    one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
+    alive("one process, 8 clips a step")
+    script("train.py", *run, "--batch", "8", "--out", one)
+    alive("torchrun, 2 processes of 4 clips, interrupted after the first checkpoint")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             os.path.join(HERE, "train.py"), *run, "--batch", "4", "--out", two], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    t0 = time.time()
+    while not os.path.exists(two) and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert 2 <= sj.load_checkpoint(two)["step"] < 8, err[-2000:]
+    alive("torchrun --resume")
+    r = torchrun(os.path.join(HERE, "train.py"), *run, "--batch", "4", "--out", two, "--resume")
+    assert r.stdout.count("saved ") == 1                          # rank 0 speaks, once
+    lines = lambda path: {l.split(" |")[0]: l.rsplit(" | ", 1)[0] for l in open(path) if l.startswith("step")}
+    assert len(lines(tmp_path / "one.log")) == 4 and lines(tmp_path / "two.log") == lines(tmp_path / "one.log")
+    r = script("train.py", *run, "--batch", "4", "--out", two, "--resume", check=False)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error: ") and "trained by 2 processes" in r.stderr
+    alive("planning, 1 and 2 processes")
+    plans = []
+    for runner in (script, torchrun):
+        out = str(tmp_path / f"plan-{len(plans)}.json")
+        runner(os.path.join(HERE, "plan.py"), "--ckpt", one, "--episodes", "5", "--samples", "16", "--elites", "4",
+               "--iters", "2", "--device", "cpu", "--json", out, "--png", str(tmp_path / "p.png"))
+        plans.append({k: v for k, v in json.load(open(out)).items()
+                      if k not in ("ms_per_solve", "wall_s", "episodes_per_solve", "processes")})
+    assert plans[0] == plans[1]

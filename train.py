@@ -6,17 +6,22 @@ Train a JEPA world model on one environment's dataset (collected first if missin
     python train.py --env twoRoom --recipe cpu            # the CPU recipe: small model, 2500 steps (~9 min, 2 cores)
     python train.py --env twoRoom --resume                # continue an interrupted run
     python train.py --bench                               # print speed figures, write nothing
+    torchrun --nproc_per_node 4 train.py --env twoRoom --batch 32   # 4 processes (GPUs) x 32 clips
 
 On a CUDA GPU the recipe is the paper's model and schedule; elsewhere it is the CPU recipe
 (subjepa.RECIPES). Each run writes its checkpoint (runs/<env>.pt) and, beside it, its log (runs/<env>.log).
+Under torchrun --batch is per process and the regularizer sees the whole batch of all processes (README).
 """
 import argparse
 import dataclasses
 import math
 import os
+import sys
 import time
 
+import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import subjepa as sj
@@ -29,10 +34,11 @@ p.add_argument("--recipe", choices=list(sj.RECIPES), default=None,
                     "of 32 (minutes on a CPU). Default: paper on a CUDA GPU, cpu elsewhere. The four flags below override it")
 p.add_argument("--small", action="store_true", default=None, help="the 1.2M-parameter CPU model (subjepa.SMALL) instead of the paper's 18M")
 p.add_argument("--steps", type=sj.number(int, 1), default=None, help="optimizer steps")
-p.add_argument("--batch", type=sj.number(int, 1), default=None, help="clips per step (paper: 128)")
+p.add_argument("--batch", type=sj.number(int, 1), default=None, help="clips per step, per process under torchrun (paper: 128 in all)")
 p.add_argument("--lr", type=sj.number(float, 0, above=True), default=None, help="peak learning rate (AdamW; the paper's 5e-5 is for its 10-epoch schedule)")
 p.add_argument("--warmup", type=sj.number(int, 0), default=None, help="linear warm-up steps (default: 5%% of --steps), then cosine decay")
 p.add_argument("--lam", type=sj.number(float, 0), default=None, help="weight of the regularizer (default 0.09, the paper's)")
+p.add_argument("--dropout", type=sj.number(float, 0), default=None, help="predictor dropout (default 0.1, the paper's)")
 p.add_argument("--data", default=None, help="dataset directory in subjepa's format (default: data/<env>-<img>px, collected if missing)")
 p.add_argument("--episodes", type=sj.number(int, 2), default=None, help="episodes to collect if the dataset is missing (default: subjepa.DATA_DEFAULTS)")
 p.add_argument("--workers", type=sj.number(int, 1), default=None, help="collection worker processes (default: all cores)")
@@ -44,31 +50,38 @@ p.add_argument("--overwrite", action="store_true", help="replace an existing che
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
 p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the loss (default: on for CUDA; on a CPU with bf16, for runs of 1000 steps or more)")
 p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA and for CPUs with native bf16 matmuls)")
-p.add_argument("--seed", type=int, default=None, help="seed of the model, the clip order and the dropout (default 0)")
+p.add_argument("--seed", type=sj.number(int, 0), default=None, help="seed of the model, the clip order, the dropout and the regularizer's directions (default 0)")
 p.add_argument("--log-every", type=sj.number(int, 1), default=250, help="steps between log lines, validation and checkpoints")
 p.add_argument("--bench", action="store_true", help="time training steps (fast path against eager fp32) and exit")
 
 # what a run is: saved in its checkpoint, so that --resume continues the same run
-RUN_FLAGS = ("recipe", "small", "steps", "batch", "lr", "warmup", "seed", "subspaces", "lam", "img", "patch")
+RUN_FLAGS = ("recipe", "small", "steps", "batch", "lr", "warmup", "seed", "subspaces", "lam", "dropout", "img", "patch")
 
 
 def make_config(img, action_dim):
     cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if run["small"] else {}), "img": img,
                        "patch": run["patch"], "action_dim": action_dim})
-    for k in ("subspaces", "lam"):
+    for k in ("subspaces", "lam", "dropout"):
         if run[k] is not None:
             setattr(cfg, k, run[k])
     return cfg
 
 
-def train_step(model, opt, loss_fn, frames, actions):
+def seed_of(*key):   # a seed from non-negative integers, e.g. (run seed, step, rank)
+    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+
+
+def train_step(model, opt, loss_fn, frames, actions, step):
+    """One optimizer step; returns (total, prediction, regularizer) averaged over the ranks."""
+    torch.manual_seed(seed_of(run["seed"], step, rank))   # dropout: from (seed, step, rank); --resume needs no RNG state
+    model.reg.seed = seed_of(run["seed"], step)            # the regularizer's directions: the same on every rank
     with ctx():
-        total, pred, reg = loss_fn(frames, actions)
+        losses = loss_fn(frames, actions)
     opt.zero_grad(set_to_none=True)
-    total.backward()
+    losses[0].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return total, pred, reg
+    return sj.mean_over_ranks(torch.stack(losses).detach())
 
 
 def lr_at(s):   # linear warm-up, then cosine decay to zero
@@ -81,19 +94,21 @@ def lr_at(s):   # linear warm-up, then cosine decay to zero
 def validate(batches=8):
     """Recalibrate BatchNorm on training clips, then the losses on held-out clips, the same ones every time."""
     g = torch.Generator(device=device).manual_seed(1234)
+    model.reg.seed = 1234
     with ctx():
-        model.calibrate(tqdm((train.sample(run["batch"], g) for _ in range(20)), total=20, leave=False,
-                             desc="calibrate BatchNorm", dynamic_ncols=True))
-        losses = torch.tensor([[x.item() for x in model.loss(*val.sample(run["batch"], g))] for _ in range(batches)])
+        model.calibrate(tqdm((train.sample(run["batch"], g, rank, ranks) for _ in range(20)), total=20, leave=False,
+                             desc="calibrate BatchNorm", dynamic_ncols=True, disable=rank > 0))
+        losses = torch.stack([torch.stack(model.loss(*val.sample(run["batch"], g, rank, ranks))).float()
+                              for _ in range(batches)])
     model.train()
-    return losses.mean(0)
+    return sj.mean_over_ranks(losses.mean(0))
 
 
-def save():
-    sj.save_checkpoint(out, model=model.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
-                       step=step, env=args.env, data=os.path.abspath(data), generator=gen.get_state(),
-                       rng=torch.get_rng_state(), action_mean=ds.meta["action_mean"], action_std=ds.meta["action_std"],
-                       run=run)
+def save():   # rank 0 writes; the others hold the same weights
+    if rank == 0:
+        sj.save_checkpoint(out, model=model.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
+                           step=step, env=args.env, data=os.path.abspath(data), generator=gen.get_state(),
+                           action_mean=ds.meta["action_mean"], action_std=ds.meta["action_std"], run=run)
 
 
 def diverged(what, value):
@@ -103,13 +118,17 @@ def diverged(what, value):
 
 
 def log(line):
-    tqdm.write(line)
-    with open(log_path, "a") as f:
-        print(line, file=f)
+    if rank == 0:
+        tqdm.write(line)
+        with open(log_path, "a") as f:
+            print(line, file=f)
 
 
 if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     args = sj.parse_args(p)
+    rank, ranks, args.device = sj.join_ranks(args.device)   # (0, 1) unless run by torchrun
+    if rank:
+        sys.stdout = open(os.devnull, "w")   # rank 0 speaks for all; errors still reach stderr
 
     # -------------------------------------------------------------------------
     # setup: the recipe, and every check that can fail before any work is done
@@ -135,15 +154,20 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         if clash:
             raise sj.InputError(f"--resume continues {out} as it was started; these flags contradict it: "
                                 f"{', '.join(clash)}. Drop them, or start a new run with another --out")
+        if saved.get("ranks", 1) != ranks:
+            raise sj.InputError(f"{out} was trained by {saved.get('ranks', 1)} processes and this is {ranks}: --batch is "
+                                "per process, so resume with as many (torchrun --nproc_per_node ...)")
         given = {**saved, **given}
     elif os.path.exists(out) and not args.overwrite:
         raise sj.InputError(f"{out} already exists: add --resume to continue it, --overwrite to replace it, "
                             "or pass another --out")
+    if given.get("dropout", 0) >= 1:
+        raise sj.InputError(f"--dropout {given['dropout']} drops everything: pass a rate below 1 (the paper's is 0.1)")
     recipe = given.get("recipe") or ("paper" if device.type == "cuda" else "cpu")
     run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe], **given, "recipe": recipe}
     warmup = run["warmup"] if run["warmup"] is not None else run["steps"] // 20
     torch.manual_seed(run["seed"])
-    gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order
+    gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order (the same on every rank)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     if use_compile is None:   # on a CPU, with bf16 (in fp32 it does not pay), on runs long enough to pay back
@@ -159,15 +183,18 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         clips = sj.Clips(fake, range(64), device=device)
         flops = sj.train_flops(cfg, batch)
         print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}, batch {batch} "
+              + (f"per process x {ranks} processes " if ranks > 1 else "") +
               f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
-              "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
+              + ("and process " if ranks > 1 else "") + "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
         timings = {}
         fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
         for name, fast in (("eager fp32", False), (fast_name, True)):
             torch.manual_seed(run["seed"])
+            gen.manual_seed(run["seed"])
             model = sj.JEPA(cfg).to(device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3)
-            loss_fn = model.compiled_loss() if fast and use_compile else model.loss
+            net = model if ranks == 1 else DistributedDataParallel(model)
+            loss_fn = model.compiled_loss(net) if fast and use_compile else net
             ctx = lambda: sj.precision(device, fast and use_bf16)
             n = 10 if device.type == "cpu" else 30
             for i in range(2 * n):   # the first n are warm-up (and compilation)
@@ -175,16 +202,16 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
                     sj.synchronize(device)
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
-                    t0 = time.perf_counter()
-                losses = train_step(model, opt, loss_fn, *clips.sample(batch))
-                if i == 0:   # same weights and batch in both runs: pred should agree to bf16 precision (reg
-                    #          draws fresh directions, which compiled code takes from its own generator)
+                    t0, sj.EppsPulley.seconds = time.perf_counter(), 0.0
+                losses = train_step(model, opt, loss_fn, *clips.sample(batch, gen, rank, ranks), i)
+                if i == 0:   # same weights, batch and directions in both runs: they agree to bf16 precision
                     print(f"{name:16s} first step: loss {losses[0].item():.4f} pred {losses[1].item():.5f} reg {losses[2].item():.4f}")
             sj.synchronize(device)
             ms = 1000 * (time.perf_counter() - t0) / n
             mem = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""
-            print(f"{name:16s} {ms:8.1f} ms/step {1000 * batch / ms:8.0f} clips/s "
-                  f"{flops / ms / 1e9:.3g} TFLOP/s{mem}")
+            comm = f", {1000 * sj.EppsPulley.seconds / n:.1f} ms of it in the regularizer's all_reduce" if ranks > 1 else ""
+            print(f"{name:16s} {ms:8.1f} ms/step {1000 * batch * ranks / ms:8.0f} clips/s "
+                  f"{ranks * flops / ms / 1e9:.3g} TFLOP/s{mem}{comm}")
             timings[name] = ms
         print(f"speed-up {timings['eager fp32'] / ms:.2f}x")
         raise SystemExit
@@ -197,11 +224,14 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         if args.episodes is not None and args.episodes != ds.meta["episodes"]:
             raise sj.InputError(f"{data} holds {ds.meta['episodes']} episodes, not --episodes {args.episodes}: delete "
                                 f"it (rm -r {data}) to collect {args.episodes}, or leave --episodes out to use it")
+    elif ranks > 1:
+        raise sj.InputError(f"no dataset at {data}: collect it before torchrun (python subjepa.py --collect {args.env} "
+                            f"--out {data}), on every machine, or pass --data")
     else:
         sj.writable(data, "--data")
     print(f"recipe {recipe} ({'chosen' if 'recipe' in given else 'CUDA GPU' if device.type == 'cuda' else 'no CUDA GPU here'}): "
           f"{'the 1.2M-parameter small model' if run['small'] else 'the paper-size model'}, {run['steps']} steps of "
-          f"{run['batch']} clips, lr {run['lr']:g}"
+          f"{run['batch']} clips{f' x {ranks} processes' if ranks > 1 else ''}, lr {run['lr']:g}"
           + ("" if "recipe" in given else f"; --recipe {'cpu' if recipe == 'paper' else 'paper'} forces the other"))
 
     # -------------------------------------------------------------------------
@@ -237,28 +267,28 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["rng"])
         print(f"resumed {out} at step {step}")
-    elif os.path.exists(log_path):
+    elif os.path.exists(log_path) and rank == 0:
         os.remove(log_path)    # a new run (--overwrite): a new log
     saved_step = step
-    run.update(warmup=warmup, subspaces=cfg.subspaces, lam=cfg.lam)
+    run.update(warmup=warmup, subspaces=cfg.subspaces, lam=cfg.lam, dropout=cfg.dropout, ranks=ranks)
     log(f"{'Sub-JEPA, K=%d' % cfg.subspaces if cfg.subspaces else 'LeWM, global SIGReg'}; "
         + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in model.param_counts().items())
         + f"; {device}, {torch.get_num_threads()} threads, compile {use_compile}, bf16 {use_bf16}; "
         + ", ".join(f"{k} {v}" for k, v in run.items()))
-    loss_fn = model.compiled_loss() if use_compile else model.loss
+    net = model if ranks == 1 else DistributedDataParallel(model)
+    loss_fn = model.compiled_loss(net) if use_compile else net
 
     # -------------------------------------------------------------------------
     # training loop
     model.train()
-    bar = tqdm(total=run["steps"], initial=step, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=run["steps"], initial=step, desc="train", dynamic_ncols=True, disable=rank > 0)
     t0, done0, start = time.perf_counter(), step, step
     try:
         while step < run["steps"]:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            total, pred, reg = train_step(model, opt, loss_fn, *train.sample(run["batch"], gen))
+            total, pred, reg = train_step(model, opt, loss_fn, *train.sample(run["batch"], gen, rank, ranks), step)
             step += 1
             bar.update()
             if not torch.isfinite(total):
@@ -278,7 +308,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
                 bar.set_postfix_str(f"pred {pred.item():.4f} reg {reg.item():.3f}")
                 log(f"step {step} | loss {total.item():.4f} pred {pred.item():.4f} reg {reg.item():.3f} | "
                     f"val pred {v_pred:.4f} reg {v_reg:.3f} | lr {lr_at(step - 1):.2e} | {ms:.0f} ms/step "
-                    f"{1000 * run['batch'] / ms:.0f} clips/s")
+                    f"{1000 * run['batch'] * ranks / ms:.0f} clips/s")
                 save()
                 saved_step = step
                 t0, done0 = time.perf_counter(), step
