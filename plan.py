@@ -6,6 +6,7 @@ steps, CEM with 300 samples x 30 elites x 30 iterations over 5 action blocks, re
     python plan.py --env twoRoom                      # uses runs/twoRoom.pt
     python plan.py --env twoRoom --policy random      # the floor any model must beat
     python plan.py --env twoRoom --json runs/twoRoom-plan.json
+    python plan.py --env twoRoom --probe --prediction --no-plan   # why does planning fail? (README)
     python plan.py --bench                            # time CEM solves, write nothing
     torchrun --nproc_per_node 4 plan.py --env twoRoom # the episodes split over 4 processes (GPUs); same results
 """
@@ -36,6 +37,11 @@ p.add_argument("--horizon", type=sj.number(int, 1), default=5, help="action bloc
 p.add_argument("--samples", type=sj.number(int, 1), default=300, help="CEM samples per iteration (paper: 300)")
 p.add_argument("--elites", type=sj.number(int, 2), default=30, help="CEM elites (paper: 30)")
 p.add_argument("--iters", type=sj.number(int, 1), default=30, help="CEM iterations (paper: 30)")
+p.add_argument("--probe", action="store_true", help="also a linear probe: R^2 of what the frames show (positions, angles), "
+               "read from frozen embeddings by ridge regression fit on training frames, scored on held-out ones")
+p.add_argument("--prediction", action="store_true", help="also the model's rollout error after 1..5 blocks and how often "
+               "its planning cost orders two plans as the simulator does")
+p.add_argument("--plan", action=argparse.BooleanOptionalAction, default=True, help="plan (--no-plan: the diagnostics only)")
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
 p.add_argument("--json", default=None, help="write the results to this JSON file (replaced if it exists)")
 p.add_argument("--png", default=None, help="filmstrip of the first episodes (default: runs/<env>-<policy>.png, replaced)")
@@ -51,6 +57,13 @@ def speed_up(model, fast=True):
     if fast and use_compile:
         model.rollout = torch.compile(model.rollout, mode="reduce-overhead" if device.type == "cuda" else None)
     return lambda: sj.precision(device, fast and use_bf16)
+
+
+def write_json(result):
+    if args.json:
+        with sj.atomic(args.json) as tmp, open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"results in {args.json}")
 
 
 if __name__ == "__main__":
@@ -105,7 +118,6 @@ if __name__ == "__main__":
         model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device)
         if ckpt["env"] != args.env:
             raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
-        ctx = speed_up(model)
     data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
     ds = sj.load_dataset(data)
     stats = ckpt or ds.meta   # the action statistics the plans are z-scored with
@@ -116,6 +128,24 @@ if __name__ == "__main__":
         raise sj.InputError(f"the model sees {model.cfg.img} px frames and {data} holds {ds.meta['img']} px ones: "
                             "pass the --data the model was trained on")
     F = model.cfg.frameskip if model else sj.Config.frameskip   # raw steps per action block
+    if (args.probe or args.prediction) and model is None:
+        raise sj.InputError(f"--probe and --prediction diagnose a model: drop --policy {args.policy}")
+    diagnostics = {}
+    if args.probe:
+        diagnostics["probe_r2"], diagnostics["probe_r2_pixels"] = r2, px = sj.probe(model, ds)
+        print("linear probe, R^2 on held-out frames (1: read off linearly, 0: not at all), from the embeddings "
+              "(from 8x8 pixels): " + ", ".join(f"{k} {v:.3f} ({px[k]:.3f})" for k, v in r2.items()))
+    if args.prediction:
+        diagnostics.update(q := sj.prediction_quality(model, ds))
+        print("rollout error after 1..5 blocks, relative to the embeddings' variance (0 perfect, 1 useless): "
+              + " ".join(f"{e:.3f}" for e in q["rollout_error"])
+              + f" | the planning cost orders {100 * q['ranking']:.1f}% of plan pairs as the simulator does (50% is chance)")
+    if not args.plan:
+        if rank == 0:
+            write_json(dict(env=args.env, ckpt=args.ckpt or f"runs/{args.env}.pt", **diagnostics))
+        raise SystemExit
+    if model:
+        ctx = speed_up(model)   # (after the diagnostics, which run eager and in fp32)
 
     # starts and goals: a random step of a held-out episode, and the state goal_offset steps later
     rng = np.random.default_rng(args.seed)
@@ -208,16 +238,14 @@ if __name__ == "__main__":
                   device=str(device), wall_s=wall,
                   ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
                   subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
-                  cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon))
+                  cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon),
+                  **diagnostics)
     print(f"{args.env} {args.policy}: success {n}/{E} = {100 * rate:.1f} +- {100 * err:.1f} %"
           + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {result['episodes_per_solve']} episodes" if solve_ms else "")
           + f" | {wall:.1f} s")
     print(f"  {met.sum()} of {E} starts already meet their goal; success on the other {rest.sum()}: "
           + (f"{int(success[rest].sum())}/{rest.sum()} = {100 * rest_rate:.1f} %" if rest.any() else "none")
           + f" | closest approach to the goal: median {np.median(closest):.2f} success tolerances (< 1 is a success)")
-    if args.json:
-        with sj.atomic(args.json) as tmp, open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"results in {args.json}")
+    write_json(result)
     sj.write_png(png, np.concatenate(film[:4], 0).repeat(2, 0).repeat(2, 1))   # the filmstrip, 2x, nearest neighbour
     print(f"filmstrip (frames every 5 steps | goal) in {png}")

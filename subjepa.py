@@ -743,6 +743,9 @@ class TwoRoom(_Env):
         """Success: the agent within 16 units of the goal position."""
         return float(np.hypot(*(np.asarray(state)[:2] - np.asarray(goal)[:2]))) / 16.0
 
+    def observables(self, states):   # (N, S) -> names, (N, P): what the frames show, for a linear probe
+        return ["agent x", "agent y"], states[:, :2]
+
     def render(self):
         out = self.bg.copy()
         self.canvas.circle(out, self.pos[0], self.pos[1], self.R, rgb(220, 50, 50))
@@ -838,6 +841,10 @@ class PushT(_MujocoEnv):
         s, g = np.asarray(state), np.asarray(goal)
         return max(float(np.linalg.norm(s[:4] - g[:4])) / 20.0, abs(float(wrap(s[4] - g[4]))) / (np.pi / 9))
 
+    def observables(self, states):
+        return (["agent x", "agent y", "block x", "block y", "block sin", "block cos"],
+                np.column_stack([states[:, :4], np.sin(states[:, 4]), np.cos(states[:, 4])]))
+
     def render(self):
         out, q = self.bg.copy(), self.data.qpos
         c, s = math.cos(q[4]), math.sin(q[4])
@@ -895,6 +902,11 @@ class Reacher(_MujocoEnv):
     def distance(self, state, goal):
         """Success: both joints within 0.05 rad of the goal's (wrapped)."""
         return float(np.abs(wrap(np.asarray(state)[:2] - np.asarray(goal)[:2])).max()) / 0.05
+
+    def observables(self, states):   # the joints, and the outer link's direction as drawn (q1 + q2)
+        q1, q2 = states[:, 0], states[:, 1]
+        return (["sin q1", "cos q1", "sin q2", "cos q2", "sin q1+q2", "cos q1+q2"],
+                np.column_stack([np.sin(q1), np.cos(q1), np.sin(q2), np.cos(q2), np.sin(q1 + q2), np.cos(q1 + q2)]))
 
     def render(self):
         out, (q1, q2), L, cv = self.bg.copy(), self.data.qpos, self.L, self.canvas
@@ -984,6 +996,9 @@ class Cube(_MujocoEnv):
     def distance(self, state, goal):
         """Success: the cube's centre within 0.04 m of the goal's."""
         return float(np.linalg.norm(np.asarray(state)[6:9] - np.asarray(goal)[6:9])) / 0.04
+
+    def observables(self, states):
+        return ["gripper x", "gripper y", "gripper z", "cube x", "cube y", "cube z"], states[:, [0, 1, 2, 6, 7, 8]]
 
     def render(self):
         out, q, cv = self.bg.copy(), self.data.qpos, self.canvas
@@ -1476,6 +1491,85 @@ class Clips:
         idx = torch.randint(len(self), (batch * ranks,), generator=generator, device=self.device)
         return self.get(idx[rank * batch:(rank + 1) * batch])
 
+
+# -----------------------------------------------------------------------------
+# Diagnostics: when planning fails, is it seeing (probe), predicting (rollout error) or ranking (cost order)?
+
+
+def ridge_r2(x_fit, y_fit, x_test, y_test, alpha=1e-3):
+    """R^2 per column of y_test of the ridge regression of y on standardised x, fit on (x_fit, y_fit)."""
+    mx, sx, my = x_fit.mean(0), x_fit.std(0) + 1e-8, y_fit.mean(0)
+    X = (x_fit - mx) / sx
+    W = np.linalg.solve(X.T @ X + alpha * len(X) * np.eye(X.shape[1]), X.T @ (y_fit - my))
+    err = y_test - ((x_test - mx) / sx @ W + my)
+    return 1 - (err ** 2).sum(0) / ((y_test - y_test.mean(0)) ** 2).sum(0)
+
+
+@torch.no_grad()
+def embed(model, frames, batch=256):   # (N, H, W, 3) uint8 -> (N, D) float64 numpy
+    device = next(model.parameters()).device
+    return torch.cat([model.encode(torch.as_tensor(np.asarray(frames[i:i + batch]), device=device)
+                                   .permute(0, 3, 1, 2)[:, None])[:, 0] for i in range(0, len(frames), batch)]
+                     ).double().cpu().numpy()
+
+
+def held_out_rows(ds, n, after, rng, held=True):
+    """n random rows of held-out (or training) episodes with at least `after` more rows in their episode."""
+    fit, test = split_episodes(len(ds.episodes) - 1)
+    rows = np.concatenate([np.arange(ds.episodes[e], ds.episodes[e + 1] - after) for e in (test if held else fit)])
+    return np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
+
+
+def probe(model, ds, rows=2000, seed=0):
+    """Linear probe of what the frames show (env.observables: positions, angles as sin and cos): ridge
+    regression from frozen embeddings, fit on frames of training episodes, scored on held-out ones.
+    Returns R^2 per quantity (1: read off linearly; 0: no better than the mean), from the embeddings and,
+    as a yardstick, from the pixels themselves (8 x 8, averaged): what the pixels give linearly and the
+    embeddings do not, the encoder has not learned."""
+    env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
+    fit, test = held_out_rows(ds, rows, 0, rng, held=False), held_out_rows(ds, rows, 0, rng)
+    (names, y_fit), y_test = env.observables(ds.states[fit]), env.observables(ds.states[test])[1]
+    pixels = lambda rows: F.adaptive_avg_pool2d(torch.from_numpy(ds.frames[rows]).permute(0, 3, 1, 2).double(),
+                                                8).flatten(1).numpy()
+    seen = ridge_r2(embed(model, ds.frames[fit]), y_fit, embed(model, ds.frames[test]), y_test)
+    shown = ridge_r2(pixels(fit), y_fit, pixels(test), y_test)
+    return dict(zip(names, seen.tolist())), dict(zip(names, shown.tolist()))
+
+
+@torch.no_grad()
+def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
+    """From held-out starts with `blocks` action blocks of data after them:
+    rollout_error[k]: squared error of the embedding predicted k+1 blocks ahead (predictions fed back) against
+        the encoded true frame, relative to the embeddings' variance: 0 is perfect, 1 no better than their mean;
+    ranking: for `candidates` plans per start (the data's own actions, noisy versions of them, random ones), the
+        fraction of pairs that the planning cost (the distance of the last predicted embedding to the encoded
+        goal frame, the data's frame `blocks` blocks later) orders as the simulator's distance to the goal state."""
+    env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
+    F, A, device = model.cfg.frameskip, model.cfg.action_dim, next(model.parameters()).device
+    mean, std = (np.array(ds.meta[k]) for k in ("action_mean", "action_std"))
+    s = held_out_rows(ds, starts, blocks * F, rng)
+    E, L = len(s), blocks * F
+    z = torch.tensor(embed(model, ds.frames[(s[:, None] + F * np.arange(blocks + 1)).ravel()]),
+                     dtype=torch.float32, device=device).view(E, blocks + 1, -1)            # (E, blocks+1, D)
+    blocks_of = lambda raw: torch.tensor((raw - mean) / std, dtype=torch.float32, device=device).reshape(
+        *raw.shape[:-2], blocks, F * A)                                                     # (..., L, A) -> (..., blocks, F*A)
+    data = ds.actions[s[:, None] + np.arange(L)]                                            # (E, L, A) raw
+    z_hat = model.rollout(z[:, :1], blocks_of(data))                                        # (E, blocks+1, D)
+    spread = (z - z.mean((0, 1))).pow(2).sum(-1).mean()
+    rollout_error = ((z_hat - z) ** 2).sum(-1).mean(0)[1:] / spread
+    # candidates: the data's actions, then noisier and noisier versions, then uniform random plans
+    noise = np.linspace(0.0, 1.0, candidates - 3)[:, None, None] * rng.normal(size=(E, candidates - 3, L, A))
+    plans = np.concatenate([np.clip(data[:, None] + noise, -1, 1), rng.uniform(-1, 1, (E, 3, L, A))], 1)
+    true = np.empty((E, candidates))                                                       # the simulator's
+    for e, (i, ps) in enumerate(zip(s, plans)):
+        env.goal = ds.states[i + L]
+        true[e] = [env.simulate(ds.states[i], p) for p in ps]
+    last = model.rollout(z[:, :1].repeat_interleave(candidates, 0), blocks_of(plans).flatten(0, 1))[:, -1]
+    cost = (last.view(E, candidates, -1) - z[:, -1:]).pow(2).sum(-1).cpu().numpy()          # (E, C)
+    i, j = np.triu_indices(candidates, 1)
+    differ = np.abs(true[:, i] - true[:, j]) > 1e-9
+    agree = np.sign(cost[:, i] - cost[:, j]) == np.sign(true[:, i] - true[:, j])
+    return dict(rollout_error=rollout_error.tolist(), ranking=float(agree[differ].mean()))
 
 # -----------------------------------------------------------------------------
 # Devices, checkpoints and errors for the scripts

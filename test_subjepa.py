@@ -809,6 +809,25 @@ def test_train_py_trains_on_the_training_split_only(small_data, tmp_path, monkey
     assert made == [list(train), list(held)]
 
 
+def test_train_py_draws_fresh_directions_every_step(small_data, tmp_path, monkeypatch):
+    """Each training step's regularizer gets new random directions (seeded by the step, so a resumed run and
+    every torchrun process draw the same ones); every validation uses one fixed set."""
+    drawn = []
+    directions = SIGReg.directions
+
+    def spy(self, *a, **k):
+        A = directions(self, *a, **k)
+        drawn.append((self.training, A.sum().item()))
+        return A
+    monkeypatch.setattr(SIGReg, "directions", spy)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "4", "--out", str(tmp_path / "m.pt"),
+                                      *TINY_TRAIN, "--log-every", "2"])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    steps = [a for training, a in drawn if training]
+    checks = {a for training, a in drawn if not training}
+    assert len(steps) == 4 and len(set(steps)) == 4 and len(checks) == 1 and not checks & set(steps)
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_cpu_runs_use_bf16_only_where_the_cpu_has_it(small_data, tmp_path, monkeypatch, capsys, native):
     """On a CPU, train.py computes in bf16 by default only where the CPU multiplies bf16 natively, and does not
@@ -873,8 +892,10 @@ def test_main_command_works_in_an_empty_directory(tmp_path):
     assert len(log) == 3 and log[1].startswith("step 3 |") and log[2].startswith("step 6 |")
     assert "python plan.py --env twoRoom --ckpt runs/twoRoom.pt" in r.stdout
     r = script("plan.py", "--env", "twoRoom", "--episodes", "2", "--samples", "8", "--elites", "2", "--iters", "2",
-               "--json", "runs/plan.json", cwd=tmp_path)
-    assert json.loads((tmp_path / "runs/plan.json").read_text())["episodes"] == 2
+               "--json", "runs/plan.json", "--probe", "--prediction", cwd=tmp_path)
+    result = json.loads((tmp_path / "runs/plan.json").read_text())
+    assert result["episodes"] == 2 and list(result["probe_r2"]) == ["agent x", "agent y"]
+    assert len(result["rollout_error"]) == 5 and 0 <= result["ranking"] <= 1 and "linear probe, R^2" in r.stdout
     assert "results in runs/plan.json" in r.stdout and (tmp_path / "runs/twoRoom-model.png").exists()
 
 
@@ -946,6 +967,19 @@ def test_oracle_plans_twoRoom_almost_always(small_data, tmp_path):
     assert result["successes"] >= 9 and result["closest_median"] < 1, result
 
 
+def test_linear_probe_reads_a_linear_function_of_the_state_and_not_noise():
+    """The probe's ridge regression: R^2 near 1 where the embeddings are a linear function of the state (plus
+    a little noise), near 0 where they are noise independent of it."""
+    rng = np.random.default_rng(0)
+    state = rng.normal(size=(4000, 3))
+    linear = state @ rng.normal(size=(3, 32)) + 0.01 * rng.normal(size=(4000, 32))
+    noise = rng.normal(size=(4000, 32))
+    fit, test = slice(0, 2000), slice(2000, None)
+    assert (sj.ridge_r2(linear[fit], state[fit], linear[test], state[test]) > 0.99).all()
+    r2 = sj.ridge_r2(noise[fit], state[fit], noise[test], state[test])
+    assert (np.abs(r2) < 0.05).all(), r2
+
+
 def test_starts_that_already_meet_their_goal_are_counted(small_data, tmp_path):
     """plan.py counts the starts that already meet their goal: all of them where the agent never moves in the
     held-out episodes, and exactly those within 16 units where it does."""
@@ -996,7 +1030,9 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
         (["plan.py", "--ckpt", older], "holds another version's model"),
         (["train.py", "--data", small_data, "--out", older, "--resume"], "holds another version's model"),
         (["plan.py", "--policy", "random", "--data", str(tmp_path / "nodata")], "no dataset at"),
+        (["plan.py", "--policy", "random", "--data", small_data, "--probe"], "--probe and --prediction diagnose a model"),
         ([*train, "--subspaces", "7"], "does not divide the embedding width 96"),
+        ([*train, "--dropout", "1"], "--dropout 1.0 drops everything"),
         (["train.py", "--env", "threeRoom"], "unknown environment 'threeRoom'"),
         ([*train, "--steps", "0"], "--steps: 0 is not at least 1"),
         ([*train, "--device", "cuda:7"], "no such device here"),
@@ -1038,6 +1074,8 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
     (["train.py", "--lr", "fast"], "--lr: invalid float value: 'fast'"),
     (["train.py", "--lam=-1"], "--lam: -1 is not at least 0"),
     (["train.py", "--warmup=-1"], "--warmup: -1 is not at least 0"),
+    (["train.py", "--dropout=-0.1"], "--dropout: -0.1 is not at least 0"),
+    (["train.py", "--seed=-1"], "--seed: -1 is not at least 0"),
     (["train.py", "--subspaces=-1"], "--subspaces: -1 is not at least 0"),
     (["train.py", "--log-every", "0"], "--log-every: 0 is not at least 1"),
     (["train.py", "--episodes", "1"], "--episodes: 1 is not at least 2"),
