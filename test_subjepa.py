@@ -811,13 +811,15 @@ def test_train_py_trains_on_the_training_split_only(small_data, tmp_path, monkey
 
 def test_train_py_draws_fresh_directions_every_step(small_data, tmp_path, monkeypatch):
     """Each training step's regularizer gets new random directions (seeded by the step, so a resumed run and
-    every torchrun process draw the same ones); every validation uses one fixed set."""
+    every torchrun process draw the same ones, and not with the dropout masks' seed); every validation uses
+    one fixed set."""
     drawn = []
     directions = SIGReg.directions
 
     def spy(self, *a, **k):
         A = directions(self, *a, **k)
         drawn.append((self.training, A.sum().item()))
+        assert not self.training or self.seed != torch.initial_seed()   # not the dropout masks' stream
         return A
     monkeypatch.setattr(SIGReg, "directions", spy)
     monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "4", "--out", str(tmp_path / "m.pt"),
@@ -857,6 +859,14 @@ def alive(capsys):
         with capsys.disabled():
             print(f"\n  [{time.strftime('%H:%M:%S')}] {message}", end="", flush=True)
     return say
+
+
+def interruptible(argv, **kw):
+    """Popen for a test that sends Ctrl-C (SIGINT). A test run started in the background (`pytest &`, nohup)
+    ignores SIGINT and its children inherit that, so Python would never raise KeyboardInterrupt in them:
+    give the child the default SIGINT a terminal's foreground job has."""
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def script_live(alive, *argv):
@@ -906,8 +916,7 @@ def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     straight = str(tmp_path / "straight.pt")
     script("train.py", *run, "--out", straight)
     stopped = str(tmp_path / "stopped.pt")
-    proc = subprocess.Popen([sys.executable, "train.py", *run, "--out", stopped], cwd=HERE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible([sys.executable, "train.py", *run, "--out", stopped], cwd=HERE)
     t0 = time.time()
     while not os.path.exists(stopped) and time.time() - t0 < 120:
         time.sleep(0.05)
@@ -927,8 +936,8 @@ def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
 
 def test_interrupted_collection_stops_at_once_and_leaves_nothing(tmp_path):
     """Ctrl-C while train.py collects with 2 workers stops it within seconds, with one line and no dataset."""
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), "--env", "pushT", "--episodes", "3000",
-                             "--workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible([sys.executable, os.path.join(HERE, "train.py"), "--env", "pushT", "--episodes", "3000",
+                          "--workers", "2"], cwd=tmp_path)
     t0 = time.time()
     while not (tmp_path / "data").exists() and time.time() - t0 < 60:
         time.sleep(0.05)
@@ -1297,9 +1306,8 @@ def test_torchrun_trains_resumes_and_plans_as_one_process(small_data, tmp_path, 
     script("train.py", *run, "--batch", "8", "--out", one)
     alive("torchrun, 2 processes of 4 clips, interrupted after the first checkpoint")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             os.path.join(HERE, "train.py"), *run, "--batch", "4", "--out", two], cwd=HERE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = interruptible([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          os.path.join(HERE, "train.py"), *run, "--batch", "4", "--out", two], cwd=HERE, env=env)
     t0 = time.time()
     while not os.path.exists(two) and proc.poll() is None and time.time() - t0 < 120:
         time.sleep(0.05)

@@ -67,14 +67,17 @@ def make_config(img, action_dim):
     return cfg
 
 
-def seed_of(*key):   # a seed from non-negative integers, e.g. (run seed, step, rank)
-    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+def seed_of(use, *key):   # a seed for one use (DROPOUT, DIRECTIONS) from non-negative integers (run seed, step, ...)
+    return int(np.random.SeedSequence((use, *key)).generate_state(1, np.uint64)[0] >> 1)
+
+
+DROPOUT, DIRECTIONS = 1, 2   # (a key's trailing zeros do not change its SeedSequence: the use goes first)
 
 
 def train_step(model, opt, loss_fn, frames, actions, step):
     """One optimizer step; returns (total, prediction, regularizer) averaged over the ranks."""
-    torch.manual_seed(seed_of(run["seed"], step, rank))   # dropout: from (seed, step, rank); --resume needs no RNG state
-    model.reg.seed = seed_of(run["seed"], step)            # the regularizer's directions: the same on every rank
+    torch.manual_seed(seed_of(DROPOUT, run["seed"], step, rank))   # dropout masks; --resume needs no RNG state
+    model.reg.seed = seed_of(DIRECTIONS, run["seed"], step)        # the regularizer's directions: alike on every rank
     with ctx():
         losses = loss_fn(frames, actions)
     opt.zero_grad(set_to_none=True)
