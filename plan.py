@@ -128,6 +128,8 @@ if __name__ == "__main__":
         raise sj.InputError(f"the model sees {model.cfg.img} px frames and {data} holds {ds.meta['img']} px ones: "
                             "pass the --data the model was trained on")
     F = model.cfg.frameskip if model else sj.Config.frameskip   # raw steps per action block
+    if not (args.plan or args.probe or args.prediction):
+        raise sj.InputError("--no-plan leaves nothing to do: add --probe or --prediction, or drop --no-plan")
     if (args.probe or args.prediction) and model is None:
         raise sj.InputError(f"--probe and --prediction diagnose a model: drop --policy {args.policy}")
     diagnostics = {}
