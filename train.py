@@ -189,34 +189,41 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
               + (f"per process x {ranks} processes " if ranks > 1 else "") +
               f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
               + ("and process " if ranks > 1 else "") + "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
-        timings = {}
         fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
-        for name, fast in (("eager fp32", False), (fast_name, True)):
+        paths = [("eager fp32", False, cfg), (fast_name, True, cfg)]
+        if cfg.subspaces:   # what the subspace regularizer costs: the fast path again with the global SIGReg
+            paths.append((f"{fast_name}, K=0", True, dataclasses.replace(cfg, subspaces=0)))
+        for i, (name, fast, c) in enumerate(paths):
             torch.manual_seed(run["seed"])
-            gen.manual_seed(run["seed"])
-            model = sj.JEPA(cfg).to(device).train()
+            model = sj.JEPA(c).to(device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3)
             net = model if ranks == 1 else DistributedDataParallel(model)
-            loss_fn = model.compiled_loss(net) if fast and use_compile else net
-            ctx = lambda: sj.precision(device, fast and use_bf16)
-            n = 10 if device.type == "cpu" else 30
-            for i in range(2 * n):   # the first n are warm-up (and compilation)
-                if i == n:
-                    sj.synchronize(device)
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    t0, sj.EppsPulley.seconds = time.perf_counter(), 0.0
-                losses = train_step(model, opt, loss_fn, *clips.sample(batch, gen, rank, ranks), i)
-                if i == 0:   # same weights, batch and directions in both runs: they agree to bf16 precision
-                    print(f"{name:16s} first step: loss {losses[0].item():.4f} pred {losses[1].item():.5f} reg {losses[2].item():.4f}")
-            sj.synchronize(device)
-            ms = 1000 * (time.perf_counter() - t0) / n
-            mem = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""
-            comm = f", {1000 * sj.EppsPulley.seconds / n:.1f} ms of it in the regularizer's all_reduce" if ranks > 1 else ""
-            print(f"{name:16s} {ms:8.1f} ms/step {1000 * batch * ranks / ms:8.0f} clips/s "
-                  f"{ranks * flops / ms / 1e9:.3g} TFLOP/s{mem}{comm}")
-            timings[name] = ms
-        print(f"speed-up {timings['eager fp32'] / ms:.2f}x")
+            paths[i] = dict(name=name, model=model, opt=opt, loss_fn=model.compiled_loss(net) if fast and use_compile else net,
+                            ctx=lambda fast=fast: sj.precision(device, fast and use_bf16), seconds=0.0, comm=0.0,
+                            gen=torch.Generator(device=device).manual_seed(run["seed"]))   # the same batches
+        n = 10 if device.type == "cpu" else 30
+        for i in range(2 * n):   # the first n are warm-up (and compilation); then the paths take turns, a step each
+            for q in paths:
+                ctx = q["ctx"]
+                sj.synchronize(device)
+                t0, sj.EppsPulley.seconds = time.perf_counter(), 0.0
+                losses = train_step(q["model"], q["opt"], q["loss_fn"], *clips.sample(batch, q["gen"], rank, ranks), i)
+                sj.synchronize(device)
+                if i >= n:
+                    q["seconds"] += time.perf_counter() - t0
+                    q["comm"] += sj.EppsPulley.seconds
+                if i == 0:   # same weights, batch and directions in the first two: they agree to bf16 precision
+                    print(f"{q['name']:22s} first step: loss {losses[0].item():.4f} pred {losses[1].item():.5f} reg {losses[2].item():.4f}")
+        if device.type == "cuda":
+            print(f"peak memory (all paths) {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+        for q in paths:
+            ms = 1000 * q["seconds"] / n
+            comm = f", {1000 * q['comm'] / n:.1f} ms of it in the regularizer's all_reduce" if ranks > 1 else ""
+            print(f"{q['name']:22s} {ms:8.1f} ms/step {1000 * batch * ranks / ms:8.0f} clips/s "
+                  f"{ranks * flops / ms / 1e9:.3g} TFLOP/s{comm}")
+        eager, fast = paths[0]["seconds"], paths[1]["seconds"]
+        print(f"speed-up {eager / fast:.2f}x" + (f"; K={cfg.subspaces} costs {100 * (fast / paths[2]['seconds'] - 1):.0f}% "
+                                                 "more than K=0 on the fast path" if cfg.subspaces else ""))
         raise SystemExit
 
     sj.writable(out, "--out")
