@@ -39,6 +39,7 @@ p.add_argument("--lr", type=sj.number(float, 0, above=True), default=None, help=
 p.add_argument("--warmup", type=sj.number(int, 0), default=None, help="linear warm-up steps (default: 5%% of --steps), then cosine decay")
 p.add_argument("--lam", type=sj.number(float, 0), default=None, help="weight of the regularizer (default 0.09, the paper's)")
 p.add_argument("--dropout", type=sj.number(float, 0), default=None, help="predictor dropout (default 0.1, the paper's)")
+p.add_argument("--pos-std", type=sj.number(float, 0), default=None, help="std of the encoder's initial patch positions (default 0.02, the official; the CPU recipe of some worlds: 1, README)")
 p.add_argument("--data", default=None, help="dataset directory in subjepa's format (default: data/<env>-<img>px, collected if missing)")
 p.add_argument("--episodes", type=sj.number(int, 2), default=None, help="episodes to collect if the dataset is missing (default: subjepa.DATA_DEFAULTS)")
 p.add_argument("--workers", type=sj.number(int, 1), default=None, help="collection worker processes (default: all cores)")
@@ -55,13 +56,13 @@ p.add_argument("--log-every", type=sj.number(int, 1), default=250, help="steps b
 p.add_argument("--bench", action="store_true", help="time training steps (fast path against eager fp32) and exit")
 
 # what a run is: saved in its checkpoint, so that --resume continues the same run
-RUN_FLAGS = ("recipe", "small", "steps", "batch", "lr", "warmup", "seed", "subspaces", "lam", "dropout", "img", "patch")
+RUN_FLAGS = ("recipe", "small", "steps", "batch", "lr", "warmup", "seed", "subspaces", "lam", "dropout", "pos_std", "img", "patch")
 
 
 def make_config(img, action_dim):
     cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if run["small"] else {}), "img": img,
                        "patch": run["patch"], "action_dim": action_dim})
-    for k in ("subspaces", "lam", "dropout"):
+    for k in ("subspaces", "lam", "dropout", "pos_std"):
         if run[k] is not None:
             setattr(cfg, k, run[k])
     return cfg
@@ -167,7 +168,8 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     if given.get("dropout", 0) >= 1:
         raise sj.InputError(f"--dropout {given['dropout']} drops everything: pass a rate below 1 (the paper's is 0.1)")
     recipe = given.get("recipe") or ("paper" if device.type == "cuda" else "cpu")
-    run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe], **given, "recipe": recipe}
+    run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe],
+           **sj.WORLD_RECIPES.get((recipe, args.env), {}), **given, "recipe": recipe}
     warmup = run["warmup"] if run["warmup"] is not None else run["steps"] // 20
     torch.manual_seed(run["seed"])
     gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order (the same on every rank)
@@ -242,6 +244,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     print(f"recipe {recipe} ({'chosen' if 'recipe' in given else 'CUDA GPU' if device.type == 'cuda' else 'no CUDA GPU here'}): "
           f"{'the 1.2M-parameter small model' if run['small'] else 'the paper-size model'}, {run['steps']} steps of "
           f"{run['batch']} clips{f' x {ranks} processes' if ranks > 1 else ''}, lr {run['lr']:g}"
+          + "".join(f", {k} {run[k]:g} (for {args.env})" for k in sj.WORLD_RECIPES.get((recipe, args.env), {}))
           + ("" if "recipe" in given else f"; --recipe {'cpu' if recipe == 'paper' else 'paper'} forces the other"))
 
     # -------------------------------------------------------------------------
@@ -285,7 +288,8 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     log(f"{'Sub-JEPA, K=%d' % cfg.subspaces if cfg.subspaces else 'LeWM, global SIGReg'}; "
         + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in model.param_counts().items())
         + f"; {device}, {torch.get_num_threads()} threads, compile {use_compile}, bf16 {use_bf16}; "
-        + ", ".join(f"{k} {v}" for k, v in run.items()))
+        + ", ".join(f"{k} {v}" for k, v in run.items())
+        + f"; reg of Gaussian embeddings: {model.reg.null():.2f}")
     net = model if ranks == 1 else DistributedDataParallel(model)
     loss_fn = model.compiled_loss(net) if use_compile else net
 
