@@ -152,7 +152,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
                                 "or pass the --out of the run to continue")
         ckpt = sj.load_checkpoint(out)
         saved = ckpt.get("run", {})
-        clash = [f"--{k} {v} (the run has {saved[k]})" for k, v in given.items() if k in saved and saved[k] != v]
+        clash = [f"--{k.replace('_', '-')} {v} (the run has {saved[k]})" for k, v in given.items() if k in saved and saved[k] != v]
         if ckpt["env"] != args.env:
             clash.insert(0, f"--env {args.env} (the run has {ckpt['env']})")
         if clash:
@@ -284,7 +284,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     elif os.path.exists(log_path) and rank == 0:
         os.remove(log_path)    # a new run (--overwrite): a new log
     saved_step = step
-    run.update(warmup=warmup, subspaces=cfg.subspaces, lam=cfg.lam, dropout=cfg.dropout, ranks=ranks)
+    run.update(warmup=warmup, subspaces=cfg.subspaces, lam=cfg.lam, dropout=cfg.dropout, pos_std=cfg.pos_std, ranks=ranks)
     log(f"{'Sub-JEPA, K=%d' % cfg.subspaces if cfg.subspaces else 'LeWM, global SIGReg'}; "
         + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in model.param_counts().items())
         + f"; {device}, {torch.get_num_threads()} threads, compile {use_compile}, bf16 {use_bf16}; "
