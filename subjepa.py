@@ -1739,7 +1739,7 @@ def join_ranks(device):
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return 0, 1, device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        device = torch.device(device.type, int(os.environ["LOCAL_RANK"]))   # one GPU per process
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise InputError(f"torchrun runs on CUDA GPUs or on CPUs, not on {device.type}: pass --device cpu")

@@ -168,8 +168,9 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     if given.get("dropout", 0) >= 1:
         raise sj.InputError(f"--dropout {given['dropout']} drops everything: pass a rate below 1 (the paper's is 0.1)")
     recipe = given.get("recipe") or ("paper" if device.type == "cuda" else "cpu")
-    run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe],
-           **sj.WORLD_RECIPES.get((recipe, args.env), {}), **given, "recipe": recipe}
+    world_recipe = sj.WORLD_RECIPES.get((recipe, args.env), {})   # what the recipe changes for this world
+    run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe], **world_recipe,
+           **given, "recipe": recipe}
     warmup = run["warmup"] if run["warmup"] is not None else run["steps"] // 20
     torch.manual_seed(run["seed"])
     gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order (the same on every rank)
@@ -192,17 +193,18 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
               f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
               + ("and process " if ranks > 1 else "") + "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
         fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
-        paths = [("eager fp32", False, cfg), (fast_name, True, cfg)]
-        if cfg.subspaces:   # what the subspace regularizer costs: the fast path again with the global SIGReg
-            paths.append((f"{fast_name}, K=0", True, dataclasses.replace(cfg, subspaces=0)))
-        for i, (name, fast, c) in enumerate(paths):
+        def bench_path(name, fast, c):   # the same weights and batches for every path
             torch.manual_seed(run["seed"])
             model = sj.JEPA(c).to(device).train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3)
             net = model if ranks == 1 else DistributedDataParallel(model)
-            paths[i] = dict(name=name, model=model, opt=opt, loss_fn=model.compiled_loss(net) if fast and use_compile else net,
-                            ctx=lambda fast=fast: sj.precision(device, fast and use_bf16), seconds=0.0, comm=0.0,
-                            gen=torch.Generator(device=device).manual_seed(run["seed"]))   # the same batches
+            return dict(name=name, model=model, opt=torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3),
+                        loss_fn=model.compiled_loss(net) if fast and use_compile else net,
+                        ctx=lambda: sj.precision(device, fast and use_bf16), seconds=0.0, comm=0.0,
+                        gen=torch.Generator(device=device).manual_seed(run["seed"]))
+
+        paths = [bench_path("eager fp32", False, cfg), bench_path(fast_name, True, cfg)]
+        if cfg.subspaces:   # what the subspace regularizer costs: the fast path again with the global SIGReg
+            paths.append(bench_path(f"{fast_name}, K=0", True, dataclasses.replace(cfg, subspaces=0)))
         n = 10 if device.type == "cpu" else 30
         for i in range(2 * n):   # the first n are warm-up (and compilation); then the paths take turns, a step each
             for q in paths:
@@ -244,7 +246,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     print(f"recipe {recipe} ({'chosen' if 'recipe' in given else 'CUDA GPU' if device.type == 'cuda' else 'no CUDA GPU here'}): "
           f"{'the 1.2M-parameter small model' if run['small'] else 'the paper-size model'}, {run['steps']} steps of "
           f"{run['batch']} clips{f' x {ranks} processes' if ranks > 1 else ''}, lr {run['lr']:g}"
-          + "".join(f", {k} {run[k]:g} (for {args.env})" for k in sj.WORLD_RECIPES.get((recipe, args.env), {}))
+          + "".join(f", {k} {v:g} (for {args.env})" for k, v in world_recipe.items())
           + ("" if "recipe" in given else f"; --recipe {'cpu' if recipe == 'paper' else 'paper'} forces the other"))
 
     # -------------------------------------------------------------------------
