@@ -57,12 +57,13 @@ p.add_argument("--bench", action="store_true", help="time training steps (fast p
 
 # what a run is: saved in its checkpoint, so that --resume continues the same run
 RUN_FLAGS = ("recipe", "small", "steps", "batch", "lr", "warmup", "seed", "subspaces", "lam", "dropout", "pos_std", "img", "patch")
+CONFIG_FLAGS = ("subspaces", "lam", "dropout", "pos_std")   # the run flags that set a Config field
 
 
 def make_config(img, action_dim):
     cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if run["small"] else {}), "img": img,
                        "patch": run["patch"], "action_dim": action_dim})
-    for k in ("subspaces", "lam", "dropout", "pos_std"):
+    for k in CONFIG_FLAGS:
         if run[k] is not None:
             setattr(cfg, k, run[k])
     return cfg
@@ -286,7 +287,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     elif os.path.exists(log_path) and rank == 0:
         os.remove(log_path)    # a new run (--overwrite): a new log
     saved_step = step
-    run.update(warmup=warmup, subspaces=cfg.subspaces, lam=cfg.lam, dropout=cfg.dropout, pos_std=cfg.pos_std, ranks=ranks)
+    run.update(warmup=warmup, **{k: getattr(cfg, k) for k in CONFIG_FLAGS}, ranks=ranks)
     log(f"{'Sub-JEPA, K=%d' % cfg.subspaces if cfg.subspaces else 'LeWM, global SIGReg'}; "
         + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in model.param_counts().items())
         + f"; {device}, {torch.get_num_threads()} threads, compile {use_compile}, bf16 {use_bf16}; "
