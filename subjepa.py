@@ -98,7 +98,8 @@ SMALL = dict(dim=96, enc_layers=4, enc_heads=3, enc_mlp=384, proj_hidden=512, ac
 
 # Training recipes. train.py takes "paper" on a CUDA GPU and "cpu" elsewhere; explicit flags override.
 # The paper's schedule is 10 epochs at lr 5e-5; 30k steps at 5e-4 is our shorter GPU schedule (run on a
-# GPU for 300 steps only, not yet in full). The CPU recipe: about 9 min of training on a 2-core CPU with bf16 (README).
+# GPU for 300 steps only, not yet in full). The CPU recipe: about 9 min of training on a 2-core CPU with
+# bf16 (README).
 RECIPES = {
     "paper": dict(small=False, steps=30000, batch=128, lr=5e-4),
     "cpu": dict(small=True, steps=2500, batch=32, lr=1e-3),
