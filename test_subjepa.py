@@ -223,8 +223,9 @@ def test_rollout_feeds_predictions_back():
 
 
 def test_world_recipes_name_real_recipes_worlds_and_settings():
-    """Each per-world change of a recipe names a recipe, a world and a Config field (train.py applies them)."""
-    fields = {f.name for f in dataclasses.fields(Config)}
+    """Each per-world change of a recipe names a recipe, a world and a Config field or a recipe setting (train.py
+    applies them)."""
+    fields = {f.name for f in dataclasses.fields(Config)} | {k for r in sj.RECIPES.values() for k in r}
     for (recipe, env), change in sj.WORLD_RECIPES.items():
         assert recipe in sj.RECIPES and env in sj.ENVS and set(change) <= fields
 

@@ -169,7 +169,8 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     if given.get("dropout", 0) >= 1:
         raise sj.InputError(f"--dropout {given['dropout']} drops everything: pass a rate below 1 (the paper's is 0.1)")
     recipe = given.get("recipe") or ("paper" if device.type == "cuda" else "cpu")
-    world_recipe = sj.WORLD_RECIPES.get((recipe, args.env), {})   # what the recipe changes for this world
+    world_recipe = {k: v for k, v in sj.WORLD_RECIPES.get((recipe, args.env), {}).items()
+                    if k not in given}                             # what the recipe changes for this world
     run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe], **world_recipe,
            **given, "recipe": recipe}
     warmup = run["warmup"] if run["warmup"] is not None else run["steps"] // 20
