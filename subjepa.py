@@ -107,12 +107,12 @@ RECIPES = {
 # What a recipe changes for one world, chosen on held-out probes and predictions (README, "When planning
 # fails"): with the official positions (std 0.02, small beside the patch embeddings) the CPU model's encoder
 # never learns where things are in the cube world; drawn at std 1 it reads the gripper's x-y at R^2 0.96.
-# pushT and the reacher train 6000 steps (about 20 min on a 2-core CPU with bf16): on planning seed 1 their
-# models then predict five blocks out with half the error and rank plans better than at 2500 steps.
+# pushT, the reacher and the cube train 6000 steps (about 22 min on a 2-core CPU with bf16), chosen on planning
+# seed 1 (README, "The four worlds").
 WORLD_RECIPES = {
     ("cpu", "pushT"): dict(steps=6000),
     ("cpu", "reacher"): dict(steps=6000),
-    ("cpu", "cube"): dict(pos_std=1.0),
+    ("cpu", "cube"): dict(pos_std=1.0, steps=6000),
 }
 
 # -----------------------------------------------------------------------------

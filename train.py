@@ -31,7 +31,7 @@ p.add_argument("--env", default="twoRoom", help=f"environment: {', '.join(sj.PRE
 p.add_argument("--subspaces", type=sj.number(int, 0), default=None, help="K: 0 = global SIGReg (LeWM); default: the paper's K for --env")
 p.add_argument("--recipe", choices=list(sj.RECIPES), default=None,
                help="paper: the paper's 18M model, 30k steps of 128 clips (a GPU job); cpu: the 1.2M model, 2500 steps "
-                    "of 32 (minutes on a CPU). Default: paper on a CUDA GPU, cpu elsewhere. The four flags below override it")
+                    "of 32 (6000 for pushT, reacher, cube; minutes on a CPU). Default: paper on a CUDA GPU, cpu elsewhere. The four flags below override it")
 p.add_argument("--small", action="store_true", default=None, help="the 1.2M-parameter CPU model (subjepa.SMALL) instead of the paper's 18M")
 p.add_argument("--steps", type=sj.number(int, 1), default=None, help="optimizer steps")
 p.add_argument("--batch", type=sj.number(int, 1), default=None, help="clips per step, per process under torchrun (paper: 128 in all)")
