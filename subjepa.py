@@ -34,7 +34,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import gymnasium as gym
-import mujoco
+os.environ.setdefault("MUJOCO_GL", "disable")   # the worlds are drawn by numpy: no OpenGL, and no glfw import (it
+import mujoco                                   # starts a subprocess in every process, collection workers included)
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -354,7 +355,9 @@ class EppsPulley(torch.autograd.Function):
     @staticmethod
     def kernel(name, backend):
         if (name, backend) not in EppsPulley.compiled:
-            EppsPulley.compiled[name, backend] = torch.compile(getattr(EppsPulley, name), backend=backend, dynamic=False)
+            options = {"cpp.max_horizontal_fusion_size": 64} if backend == "inductor" else None   # all 2 n means in
+            EppsPulley.compiled[name, backend] = torch.compile(getattr(EppsPulley, name), backend=backend,  # one sweep
+                                                               dynamic=False, options=options)
         return EppsPulley.compiled[name, backend]
 
     @staticmethod
@@ -386,8 +389,9 @@ class EppsPulley(torch.autograd.Function):
         h, t, w, phi, (C, S) = ctx.saved_tensors
         if world()[1] > 1:
             g = EppsPulley.sum_over_ranks(g.contiguous().clone())
-        coef = 2 * (w * t)[1:, None, None] * g.reshape(1, -1, g.shape[-1])       # (n, L, M)
-        a, b = coef * S, coef * (phi[1:, None, None] - C)                         # c_k = a_k - i b_k
+        coef = 2 * (w * t)[1:, None] * g.reshape(-1, 1, g.shape[-1])             # (L, n, M): each row's knots
+        a = (coef * S.transpose(0, 1)).transpose(0, 1)                            # side by side in memory, viewed
+        b = (coef * (phi[1:, None] - C.transpose(0, 1))).transpose(0, 1)          # as (n, L, M); c_k = a_k - i b_k
         rows, parts = EppsPulley.chunks(h)
         dt = t[1]
         if ctx.fused:

@@ -951,6 +951,14 @@ def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_importing_loads_no_opengl():
+    """The worlds are drawn by numpy: importing the file loads no OpenGL binding. (MuJoCo's default, glfw, starts
+    a subprocess in every process that imports it; Ctrl-C during a collection killed workers mid-import, and that
+    subprocess's traceback reached the terminal.)"""
+    code = "import subjepa, sys; print(sorted({m.split('.')[0] for m in sys.modules} & {'glfw', 'OpenGL'}))"
+    assert script("-c", code).stdout.strip() == "[]"
+
+
 def test_interrupted_collection_stops_at_once_and_leaves_nothing(tmp_path):
     """Ctrl-C while train.py collects with 2 workers stops it within seconds, with one line and no dataset."""
     proc = interruptible([sys.executable, os.path.join(HERE, "train.py"), "--env", "pushT", "--episodes", "3000",
@@ -1199,6 +1207,19 @@ def test_fast_planning_plans_like_the_plain_path():
         fast = plan()
     cost = lambda a: (model.rollout(model.encode(obs[:, None]), a)[:, -1] - model.encode(goal[:, None])[:, 0]).pow(2).sum(-1)
     assert (cost(fast) <= 1.05 * cost(eager)).all(), (cost(fast), cost(eager))
+
+
+def test_bench_modes_time_every_path_and_print_the_ratios():
+    """The README's bench commands, shrunk (small model, no compiling): each path's time, then the ratios."""
+    r = script("train.py", "--bench", "--recipe", "cpu", "--batch", "4", "--no-compile")
+    paths = re.findall(r"^(.+?)\s+([\d.]+) ms/step", r.stdout, re.M)
+    assert len(paths) == 3 and paths[0][0] == "eager fp32" and paths[2][0].endswith(", K=0"), r.stdout
+    assert all(float(ms) > 0 for _, ms in paths)
+    assert re.search(r"^speed-up [\d.]+x; the fast path's step at K=32 against K=0: [+-][\d.]+%$", r.stdout, re.M), r.stdout
+    r = script("plan.py", "--bench", "--small", "--no-compile", "--samples", "20", "--elites", "4", "--iters", "1",
+               "--episodes", "2")
+    assert len(re.findall(r"episodes: +[\d.]+ ms per solve", r.stdout)) == 4, r.stdout
+    assert re.search(r"^speed-up at 1 episodes: [\d.]+x\nspeed-up at 2 episodes: [\d.]+x$", r.stdout, re.M), r.stdout
 
 
 @pytest.mark.slow
