@@ -109,15 +109,15 @@ if __name__ == "__main__":
 
     # -----------------------------------------------------------------------------
     # model and data
-    png = args.png or f"runs/{args.env}-{args.policy}.png"
-    for path, flag in ((args.json, "--json"), (png, "--png")):   # fail now, not after the evaluation
-        if path:
-            sj.writable(path, flag)
     model, ckpt = None, None
     if args.policy == "model":
         model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device)
         if ckpt["env"] != args.env:
             raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
+    png = args.png or f"runs/{args.env}-{args.policy}.png"
+    for path, flag in ((args.json, "--json"), (png, "--png")):   # fail now, not after the evaluation
+        if path:
+            sj.writable(path, flag)
     data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
     ds = sj.load_dataset(data)
     stats = ckpt or ds.meta   # the action statistics the plans are z-scored with

@@ -1718,10 +1718,14 @@ def parse_args(parser):
 
 
 def writable(path, flag):
-    """Fail now, not after the work, if `path` cannot be written: make its directory, try a file there."""
+    """Fail now, not after the work, if `path` cannot be written: try a file in its nearest existing folder
+    (creating nothing: `atomic` makes the missing folders when the file is written)."""
     folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
     try:
-        os.makedirs(folder, exist_ok=True)
+        if not os.path.isdir(folder):
+            raise FileExistsError
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         why = "a file stands where its directory should be" if isinstance(e, FileExistsError) else e.strerror
@@ -1734,6 +1738,7 @@ def atomic(path):
     """Write to a temporary name beside `path` and rename it when the block completes: an interrupted
     write never leaves a partial file at `path` (and never replaces a good one)."""
     tmp = f"{path}.tmp{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -1809,7 +1814,6 @@ def synchronize(device):
 
 def save_checkpoint(path, **state):
     """torch.save, atomically: an interrupted save leaves the previous checkpoint in place."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with atomic(path) as tmp:
         torch.save(state, tmp)
 

@@ -1097,6 +1097,7 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
         lines = err.strip().splitlines()
         assert rc != 0 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
     assert open(ckpt, "rb").read() == before and not (tmp_path / "new.pt").exists()
+    assert not (tmp_path / "runs").exists()   # checking where to write made no folder
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -287,6 +287,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         print(f"resumed {out} at step {step}")
     elif os.path.exists(log_path) and rank == 0:
         os.remove(log_path)    # a new run (--overwrite): a new log
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)   # the work starts: now make runs/
     saved_step = step
     run.update(warmup=warmup, **{k: getattr(cfg, k) for k in CONFIG_FLAGS}, ranks=ranks)
     log(f"{'Sub-JEPA, K=%d' % cfg.subspaces if cfg.subspaces else 'LeWM, global SIGReg'}; "
