@@ -1723,14 +1723,14 @@ def writable(path, flag):
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
-    try:
-        if not os.path.isdir(folder):
-            raise FileExistsError
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as e:
-        why = "a file stands where its directory should be" if isinstance(e, FileExistsError) else e.strerror
-        raise InputError(f"cannot write {path} ({why}): pass another {flag}") from None
-    return path
+    why = "a file stands where its directory should be"
+    if os.path.isdir(folder):
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+            return path
+        except OSError as e:
+            why = e.strerror
+    raise InputError(f"cannot write {path} ({why}): pass another {flag}")
 
 
 @contextmanager
