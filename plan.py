@@ -26,9 +26,10 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--env", default="twoRoom", help=f"environment: {', '.join(sj.PRESETS)}")
 p.add_argument("--ckpt", default=None, help="checkpoint (default: runs/<env>.pt)")
 p.add_argument("--data", default=None, help="dataset whose held-out episodes give starts and goals (default: the checkpoint's)")
-p.add_argument("--policy", choices=["model", "random", "oracle"], default="model",
-               help="plan with the model; act at random (the floor); or oracle: the same CEM scored by the true "
-                    "simulator (the protocol's ceiling; cheaper with --samples, --iters)")
+p.add_argument("--policy", choices=["model", "random", "oracle", "oracle-frame"], default="model",
+               help="plan with the model; act at random (the floor); oracle: the same CEM scored by the true "
+                    "simulator (the protocol's ceiling; cheaper with --samples, --iters); oracle-frame: the same, "
+                    "told only what a frame shows, as the model is (each solve simulates from rest: no velocities)")
 p.add_argument("--episodes", type=sj.number(int, 1), default=50, help="evaluation episodes (paper: 50)")
 p.add_argument("--seed", type=int, default=42, help="evaluation seed: picks starts and goals, seeds CEM (paper: 42)")
 p.add_argument("--budget", type=sj.number(int, 1), default=50, help="environment steps per episode (paper: 50)")
@@ -119,7 +120,7 @@ if __name__ == "__main__":
         if path:
             sj.writable(path, flag)
     data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
-    ds = sj.load_dataset(data)
+    ds = sj.load_dataset(data) if args.data or ckpt else sj.current_policy(sj.load_dataset(data), data)
     stats = ckpt or ds.meta   # the action statistics the plans are z-scored with
     mean, std = (torch.tensor(stats[k], dtype=torch.float32, device=device) for k in ("action_mean", "action_std"))
     if ds.meta["env"] != args.env:
@@ -174,7 +175,7 @@ if __name__ == "__main__":
 
     def oracle_cost(a):   # (E, S, H, F*A) z-scored -> (E, S): each world's distance to its goal after the plan
         raw = (a.reshape(*a.shape[:2], -1, A) * std + mean).clamp(-1, 1).cpu().numpy()
-        state = [env.get_state() for env in envs]
+        state = [env.get_state() if args.policy == "oracle" else env.at_rest(env.get_state()) for env in envs]
         return torch.tensor([[env.simulate(s, plan) for plan in plans] for env, s, plans in zip(envs, state, raw)],
                             device=a.device)
 
@@ -197,7 +198,7 @@ if __name__ == "__main__":
             else:
                 sj.synchronize(device)
                 t0 = time.perf_counter()
-                if model is None:   # the oracle
+                if model is None:   # an oracle
                     blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
                                     progress=bar, rows=(first, args.episodes), **cem_kwargs)
                 else:

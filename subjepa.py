@@ -766,6 +766,11 @@ class _Env(gym.Env):
         self.set_state(keep)
         return d
 
+    def at_rest(self, state):
+        """The state as far as one frame shows it: where things are, not how they move. Without physics
+        a frame shows the whole state."""
+        return np.array(state, np.float64)
+
     def render_state(self, state):
         """Image of any state (e.g. a goal), leaving the environment's own state untouched."""
         keep = self.get_state()
@@ -861,6 +866,17 @@ class _MujocoEnv(_Env):
 
     def _physics(self):
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+
+    def at_rest(self, state):
+        """The state with what a frame does not show set to rest: velocities 0, and each motor's command
+        0 (torques) or its joint's position (position servos: they hold still where they are)."""
+        state, m = np.array(state, np.float64), self.model
+        qpos, qvel, ctrl = np.split(state, [self.nq, self.nq + self.nv])   # views into state
+        qvel[:] = 0.0
+        for i in range(self.nu):
+            servo = m.actuator_biastype[i] == mujoco.mjtBias.mjBIAS_AFFINE
+            ctrl[i] = qpos[m.jnt_qposadr[m.actuator_trnid[i, 0]]] if servo else 0.0
+        return state
 
 
 # T block of Push-T: bar 120 x 30 on top of a stem 30 x 90; body origin at the T's centroid
@@ -1222,16 +1238,14 @@ class PushTPolicy:
 
 
 class ReacherPolicy:
-    """Smooth random torques: an Ornstein-Uhlenbeck process whose smoothness and scale vary per episode."""
+    """Random torques, uniform in [-1, 1] and new each step: the reference's reacher data (a random policy)."""
+    version = 2   # version 1 drew smooth torques, which swung the arm 3x as far in 25 steps (README)
 
     def __init__(self, env, rng):
         self.rng = rng
-        self.rho, self.sigma = rng.uniform(0.7, 0.95), rng.uniform(0.4, 1.0)
-        self.u = self.sigma * rng.standard_normal(2)
 
     def __call__(self):
-        self.u = self.rho * self.u + math.sqrt(1 - self.rho**2) * self.sigma * self.rng.standard_normal(2)
-        return np.clip(self.u, -1, 1).astype(np.float32)
+        return self.rng.uniform(-1.0, 1.0, 2).astype(np.float32)
 
 
 class CubePolicy:
@@ -1371,7 +1385,8 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
       actions.npy  float32 (N, A)        row i is the action taken at frame i; an episode's last row is zeros
       states.npy   float64 (N, S)        simulator state at frame i (env.get_state(); env.set_state restores it)
       episodes.npy int64   (E+1,)        offsets: episode e is rows offsets[e]:offsets[e+1]
-      meta.json    {"format", "env", "img", "steps", "episodes", "seed", "action_mean", "action_std"}
+      meta.json    {"format", "env", "policy", "img", "steps", "episodes", "seed", "action_mean", "action_std"}
+                   policy: the version of the scripted policy that collected it (`version` of its class, else 1);
                    action statistics per dimension, over real actions only (padding rows excluded).
     Written under a temporary name next to `path` (.NAME.tmpPID) and renamed at the end: an interrupted
     run leaves nothing at `path` (a killed one may leave the hidden temporary, to delete). Episode i is
@@ -1409,7 +1424,8 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
         real[L - 1::L] = False  # the padding rows
         offsets = np.arange(0, N + 1, L, dtype=np.int64)
         np.save(os.path.join(tmp, "episodes.npy"), offsets)
-        meta = dict(format=FORMAT, env=name, img=img, steps=steps, episodes=episodes, seed=seed,
+        meta = dict(format=FORMAT, env=name, policy=getattr(POLICIES[name], "version", 1), img=img, steps=steps,
+                    episodes=episodes, seed=seed,
                     action_mean=actions[real].mean(0, dtype=np.float64).tolist(),
                     action_std=actions[real].std(0, dtype=np.float64).tolist())
         for arr in (frames, actions, states):
@@ -1459,6 +1475,16 @@ def load_dataset(path):
     if min(meta["action_std"]) <= 0:
         raise bad("an action dimension never varies (action_std 0), so it cannot be z-scored")
     return Dataset(fr, ac, st, ep, meta)
+
+
+def current_policy(ds, path):
+    """Refuse a dataset that an earlier version of its world's scripted policy collected: at a default path
+    it would stand in silently for the data this code collects."""
+    was, now = ds.meta.get("policy", 1), getattr(POLICIES.get(ds.meta["env"]), "version", 1)
+    if was != now:
+        raise InputError(f"{path} was collected by an earlier {ds.meta['env']} data policy (version {was}, now {now}): "
+                         f"delete it (rm -r {path}) to collect the current one, or pass --data {path} to use it")
+    return ds
 
 
 def coverage(name, states, episodes, span=25):

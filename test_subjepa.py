@@ -432,6 +432,30 @@ def test_state_round_trip(name):
 
 
 @pytest.mark.parametrize("name", ENVS)
+def test_at_rest_keeps_what_a_frame_shows_and_stops_the_rest(name):
+    """at_rest (the frame oracle's start) keeps the positions and the image, zeroes the velocities and sets
+    each motor to hold still: torques 0, position servos at their joint's position. A world at rest, given
+    no command, stays where it is (pushT, reacher); moving, it would not."""
+    env = make_env(name)
+    env.reset(seed=1)
+    run_policy(env, 10)
+    state = env.get_state()
+    rest = env.at_rest(state)
+    assert np.array_equal(env.render_state(rest), env.render()) and np.array_equal(env.get_state(), state)
+    if name == "twoRoom":   # no physics: the frame is the whole state
+        assert np.array_equal(rest, state)
+        return
+    nq, nv = env.nq, env.nv
+    qpos, qvel, ctrl = rest[:nq], rest[nq:nq + nv], rest[nq + nv:]
+    assert np.array_equal(qpos, state[:nq]) and not qvel.any() and state[nq:nq + nv].any()
+    expected = {"pushT": qpos[:2], "reacher": np.zeros(2), "cube": qpos[:6]}[name]
+    assert np.array_equal(ctrl, expected)
+    if name in ("pushT", "reacher"):
+        env.reset(options=dict(state=state, goal=rest))
+        assert env.simulate(rest, np.zeros((5, 2))) < 1e-6 < 0.1 < env.simulate(state, np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("name", ENVS)
 def test_success_semantics(name):
     """A state succeeds against itself and fails against a far-away state."""
     env = make_env(name)
@@ -534,7 +558,7 @@ def test_collect_and_load(tmp_path):
     real = np.delete(np.asarray(ds.actions), np.s_[30::31], axis=0)
     np.testing.assert_allclose(ds.meta["action_mean"], real.mean(0), rtol=1e-6)
     np.testing.assert_allclose(ds.meta["action_std"], real.std(0), rtol=1e-6)
-    assert ds.meta["env"] == "pushT" and ds.meta["img"] == 32 and ds.meta["steps"] == 30
+    assert ds.meta["env"] == "pushT" and ds.meta["img"] == 32 and ds.meta["steps"] == 30 and ds.meta["policy"] == 1
     ds1 = load_dataset(collect_tiny(tmp_path / "b", workers=1))
     for k in ("frames", "actions", "states", "episodes"):
         assert np.array_equal(getattr(ds, k), getattr(ds1, k)), k
@@ -553,6 +577,17 @@ def test_dataset_replays_exactly(tmp_path):
             obs = env.step(ds.actions[i])[0]
             assert np.array_equal(env.get_state(), ds.states[i + 1]) and np.array_equal(obs, ds.frames[i + 1])
     assert np.array_equal(env.render_state(ds.states[5]), ds.frames[5])
+
+
+def test_reacher_data_are_the_references_random_torques(tmp_path):
+    """The reacher's data policy is the reference's random one: torques uniform in [-1, 1], new each step
+    (no correlation from one step to the next); its datasets say so (policy version 2)."""
+    env = make_env("reacher")
+    env.reset(seed=0)
+    a = np.array(run_policy(env, 3000))
+    assert a.min() >= -1 and a.max() <= 1 and abs(a.mean()) < 0.03 and abs(a.std() - 3 ** -0.5) < 0.02
+    assert abs(np.corrcoef(a[1:, 0], a[:-1, 0])[0, 1]) < 0.05
+    assert load_dataset(collect("reacher", str(tmp_path / "r"), episodes=1, steps=5, img=32, workers=1)).meta["policy"] == 2
 
 
 def test_collect_interrupted_leaves_nothing(tmp_path, monkeypatch):
@@ -991,14 +1026,16 @@ def test_diverged_training_stops_and_keeps_the_last_good_checkpoint(small_data, 
     assert sj.load_checkpoint(out)["step"] == 5
 
 
-def test_oracle_plans_twoRoom_almost_always(small_data, tmp_path):
+@pytest.mark.parametrize("policy", ["oracle", "oracle-frame"])
+def test_oracle_plans_twoRoom_almost_always(small_data, tmp_path, policy):
     """CEM scored by the true simulator (the protocol's ceiling), even with 100 samples x 10 iterations,
-    reaches at least 9 of 10 held-out twoRoom goals."""
+    reaches at least 9 of 10 held-out twoRoom goals; told only what a frame shows, too (a frame shows
+    twoRoom's whole state)."""
     out = str(tmp_path / "oracle.json")
-    script("plan.py", "--data", small_data, "--policy", "oracle", "--episodes", "10", "--samples", "100", "--elites",
+    script("plan.py", "--data", small_data, "--policy", policy, "--episodes", "10", "--samples", "100", "--elites",
            "10", "--iters", "10", "--seed", "0", "--json", out, "--png", str(tmp_path / "o.png"))
     result = json.load(open(out))
-    assert result["successes"] >= 9 and result["closest_median"] < 1, result
+    assert result["policy"] == policy and result["successes"] >= 9 and result["closest_median"] < 1, result
 
 
 def test_linear_probe_reads_a_linear_function_of_the_state_and_not_noise():
@@ -1056,6 +1093,11 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
     actions[3, 0] = np.nan
     np.save(nan_data + "/actions.npy", actions)
     data64 = collect("twoRoom", str(tmp_path / "data64"), episodes=3, steps=30, img=64, workers=1)
+    stale = tmp_path / "data" / "twoRoom-64px"     # the default dataset, as an earlier data policy collected it
+    stale.parent.mkdir()
+    subprocess.run(["cp", "-r", data64, str(stale)], check=True)
+    meta = json.load(open(stale / "meta.json"))
+    json.dump({**meta, "policy": 0}, open(stale / "meta.json", "w"))
     train = ["train.py", "--data", small_data, "--out", str(tmp_path / "new.pt"), *TINY_TRAIN]
     plan = ["plan.py", "--ckpt", ckpt, "--device", "cpu"]
     cases = [   # (argv, what the line must say)
@@ -1084,6 +1126,9 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
         ([*plan, "--elites", "400"], "--elites 400 is more than --samples 300"),
         ([*plan, "--json", str(blocker / "x.json")], "cannot write"),
         (["subjepa.py", "--collect", "twoRoom", "--out", small_data], "already exists"),
+        (["train.py", "--env", "twoRoom", "--out", str(tmp_path / "new.pt"), *TINY_TRAIN],
+         "data/twoRoom-64px was collected by an earlier twoRoom data policy (version 0, now 1): delete it"),
+        (["plan.py", "--env", "twoRoom", "--policy", "random"], "collected by an earlier twoRoom data policy"),
         (["subjepa.py", "--collect", "twoRoom", "--episodes", "0"], "--episodes: 0 is not at least 1"),
     ]
     argvs = [[sys.executable, *(os.path.join(HERE, a) if a.endswith(".py") else a for a in argv)] for argv, _ in cases]

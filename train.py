@@ -237,6 +237,8 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     ds = None
     if os.path.exists(data) or args.data is not None:
         ds = sj.load_dataset(data)
+        if args.data is None and not ckpt:   # the default dataset must be today's
+            sj.current_policy(ds, data)
         if args.episodes is not None and args.episodes != ds.meta["episodes"]:
             raise sj.InputError(f"{data} holds {ds.meta['episodes']} episodes, not --episodes {args.episodes}: delete "
                                 f"it (rm -r {data}) to collect {args.episodes}, or leave --episodes out to use it")
