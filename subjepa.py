@@ -1478,12 +1478,12 @@ def load_dataset(path):
 
 
 def current_policy(ds, path):
-    """Refuse a dataset that an earlier version of its world's scripted policy collected: at a default path
+    """Refuse a dataset that another version of its world's scripted policy collected: at a default path
     it would stand in silently for the data this code collects."""
     was, now = ds.meta.get("policy", 1), getattr(POLICIES.get(ds.meta["env"]), "version", 1)
     if was != now:
-        raise InputError(f"{path} was collected by an earlier {ds.meta['env']} data policy (version {was}, now {now}): "
-                         f"delete it (rm -r {path}) to collect the current one, or pass --data {path} to use it")
+        raise InputError(f"{path} was collected by version {was} of the {ds.meta['env']} data policy, this code's is "
+                         f"{now}: delete it (rm -r {path}) to collect it anew, or pass --data {path} to use it")
     return ds
 
 

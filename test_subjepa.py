@@ -1127,8 +1127,8 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
         ([*plan, "--json", str(blocker / "x.json")], "cannot write"),
         (["subjepa.py", "--collect", "twoRoom", "--out", small_data], "already exists"),
         (["train.py", "--env", "twoRoom", "--out", str(tmp_path / "new.pt"), *TINY_TRAIN],
-         "data/twoRoom-64px was collected by an earlier twoRoom data policy (version 0, now 1): delete it"),
-        (["plan.py", "--env", "twoRoom", "--policy", "random"], "collected by an earlier twoRoom data policy"),
+         "data/twoRoom-64px was collected by version 0 of the twoRoom data policy, this code's is 1: delete it"),
+        (["plan.py", "--env", "twoRoom", "--policy", "random"], "collected by version 0 of the twoRoom data policy"),
         (["subjepa.py", "--collect", "twoRoom", "--episodes", "0"], "--episodes: 0 is not at least 1"),
     ]
     argvs = [[sys.executable, *(os.path.join(HERE, a) if a.endswith(".py") else a for a in argv)] for argv, _ in cases]
