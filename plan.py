@@ -120,7 +120,9 @@ if __name__ == "__main__":
         if path:
             sj.writable(path, flag)
     data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
-    ds = sj.load_dataset(data) if args.data or ckpt else sj.current_policy(sj.load_dataset(data), data)
+    ds = sj.load_dataset(data)
+    if args.data is None and not ckpt:   # the default dataset must be today's
+        sj.current_policy(ds, data)
     stats = ckpt or ds.meta   # the action statistics the plans are z-scored with
     mean, std = (torch.tensor(stats[k], dtype=torch.float32, device=device) for k in ("action_mean", "action_std"))
     if ds.meta["env"] != args.env:

@@ -1484,7 +1484,6 @@ def current_policy(ds, path):
     if was != now:
         raise InputError(f"{path} was collected by version {was} of the {ds.meta['env']} data policy, this code's is "
                          f"{now}: delete it (rm -r {path}) to collect it anew, or pass --data {path} to use it")
-    return ds
 
 
 def coverage(name, states, episodes, span=25):
