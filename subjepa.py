@@ -939,9 +939,12 @@ class PushT(_MujocoEnv):
         s, g = np.asarray(state), np.asarray(goal)
         return max(float(np.linalg.norm(s[:4] - g[:4])) / 20.0, abs(float(wrap(s[4] - g[4]))) / (np.pi / 9))
 
-    def observables(self, states):
-        return (["agent x", "agent y", "block x", "block y", "block sin", "block cos"],
-                np.column_stack([states[:, :4], np.sin(states[:, 4]), np.cos(states[:, 4])]))
+    def observables(self, states):   # and the stem's far end: a point, so a linear probe of a frame can
+        # read it, and with the block's centre it gives the angle (sin and cos are not linear in an image)
+        (bx, by), c, s = states[:, 2:4].T, np.cos(states[:, 4]), np.sin(states[:, 4])
+        end = T_BOXES[1][1] + T_BOXES[1][3]  # the stem's end, in the block frame: (0, end)
+        return (["agent x", "agent y", "block x", "block y", "block sin", "block cos", "stem end x", "stem end y"],
+                np.column_stack([states[:, :4], s, c, bx - s * end, by + c * end]))
 
     def render(self):
         out, q = self.bg.copy(), self.data.qpos

@@ -527,6 +527,21 @@ def test_pusht_block_is_quasi_static():
     assert np.abs(env.get_state()[2:5] - block).max() < 0.5
 
 
+
+def test_pusht_stem_end_is_where_the_stem_is_drawn():
+    """The probe's 'stem end' is the T's far end as drawn, at any angle: just inside it the frame is the
+    block's colour, just beyond it the floor's."""
+    env = make_env("pushT", img=128)
+    for angle in np.linspace(-3, 3, 7):
+        env.reset(options={"state": np.array([60, 60, 256, 256, angle, 0, 0, 0, 0, 0, 60, 60.0])})
+        names, values = env.observables(env.get_state()[None])
+        end = values[0, [names.index("stem end x"), names.index("stem end y")]]
+        toward = (np.array([256.0, 256.0]) - end) / np.linalg.norm(end - 256.0)
+        frame = env.render()
+        pixel = lambda p: frame[int(p[1] / 4), int(p[0] / 4)].astype(int)  # 4 units a pixel, y down
+        assert np.abs(pixel(end + 8 * toward) - [235, 120, 50]).max() < 30
+        assert np.abs(pixel(end - 8 * toward) - [235, 235, 225]).max() < 30
+
 def test_cube_grasp_and_lift():
     """The gripper grasps the cube, lifts it and carries it (scripted policy, no noise)."""
     env = make_env("cube")
