@@ -137,9 +137,11 @@ if __name__ == "__main__":
         raise sj.InputError(f"--probe and --prediction diagnose a model: drop --policy {args.policy}")
     diagnostics = {}
     if args.probe:
-        diagnostics["probe_r2"], diagnostics["probe_r2_pixels"] = r2, px = sj.probe(model, ds)
+        r2, nn, px = sj.probe(model, ds)
+        diagnostics.update(probe_r2=r2, probe_r2_neighbours=nn, probe_r2_pixels=px)
         print("linear probe, R^2 on held-out frames (1: read off linearly, 0: not at all), from the embeddings "
-              "(from 8x8 pixels): " + ", ".join(f"{k} {v:.3f} ({px[k]:.3f})" for k, v in r2.items()))
+              "(their 5 nearest neighbours: held at all?; linearly from 8x8 pixels): "
+              + ", ".join(f"{k} {v:.3f} ({nn[k]:.3f}; {px[k]:.3f})" for k, v in r2.items()))
     if args.prediction:
         diagnostics.update(q := sj.prediction_quality(model, ds))
         print("rollout error after 1..5 blocks, relative to the embeddings' variance (0 perfect, 1 useless): "
@@ -223,12 +225,13 @@ if __name__ == "__main__":
     # report (under torchrun, rank 0 gathers every rank's episodes, in order, and reports them all)
     film = [np.concatenate([f[i] for f in film] + [np.full_like(goal_imgs[i][:, :4], 255), goal_imgs[i]], 1)
             for i in range(min(4, E))]   # for the first episodes, the frames every 5 steps, then the goal image
+    final = np.stack([env.get_state() for env in envs])   # where each episode ended: which part of the goal it missed
     parts = sj.gather(dict(success=success, closest=closest, met=met, starts=starts, goals=goals, film=film,
-                           solve_ms=solve_ms, wall=wall))
+                           final=final, solve_ms=solve_ms, wall=wall))
     if rank:
         raise SystemExit
-    success, closest, met, starts, goals, film = (np.concatenate([q[k] for q in parts]) for k in
-                                                  ("success", "closest", "met", "starts", "goals", "film"))
+    success, closest, met, starts, goals, film, final = (np.concatenate([q[k] for q in parts]) for k in
+                                                         ("success", "closest", "met", "starts", "goals", "film", "final"))
     solve_ms, wall, E = [ms for q in parts for ms in q["solve_ms"]], max(q["wall"] for q in parts), args.episodes
     n, rate = int(success.sum()), float(success.mean())
     err = (rate * (1 - rate) / E) ** 0.5
@@ -237,7 +240,7 @@ if __name__ == "__main__":
     result = dict(env=args.env, policy=args.policy, episodes=E, successes=n, success_rate=rate, stderr=err,
                   already_met=int(met.sum()), success_rate_not_met=rest_rate,
                   closest_median=float(np.median(closest)), closest=closest.tolist(), start_rows=starts.tolist(),
-                  goal_rows=goals.tolist(),
+                  goal_rows=goals.tolist(), final_states=final.tolist(),
                   ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(parts[0]["solve_ms"]),
                   episodes_per_solve=len(parts[0]["success"]), processes=ranks, seed=args.seed, budget=args.budget,
                   device=str(device), wall_s=wall,

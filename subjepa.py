@@ -939,12 +939,9 @@ class PushT(_MujocoEnv):
         s, g = np.asarray(state), np.asarray(goal)
         return max(float(np.linalg.norm(s[:4] - g[:4])) / 20.0, abs(float(wrap(s[4] - g[4]))) / (np.pi / 9))
 
-    def observables(self, states):   # and the stem's far end: a point, so a linear probe of a frame can
-        # read it, and with the block's centre it gives the angle (sin and cos are not linear in an image)
-        (bx, by), c, s = states[:, 2:4].T, np.cos(states[:, 4]), np.sin(states[:, 4])
-        end = T_BOXES[1][1] + T_BOXES[1][3]  # the stem's end, in the block frame: (0, end)
-        return (["agent x", "agent y", "block x", "block y", "block sin", "block cos", "stem end x", "stem end y"],
-                np.column_stack([states[:, :4], s, c, bx - s * end, by + c * end]))
+    def observables(self, states):
+        return (["agent x", "agent y", "block x", "block y", "block sin", "block cos"],
+                np.column_stack([states[:, :4], np.sin(states[:, 4]), np.cos(states[:, 4])]))
 
     def render(self):
         out, q = self.bg.copy(), self.data.qpos
@@ -1606,13 +1603,23 @@ class Clips:
 # Diagnostics: when planning fails, is it seeing (probe), predicting (rollout error) or ranking (cost order)?
 
 
+def r2(y, guess):    # per column: 1 - squared error / variance (1 perfect, 0 no better than the mean)
+    return 1 - ((y - guess) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+
+
 def ridge_r2(x_fit, y_fit, x_test, y_test, alpha=1e-3):
     """R^2 per column of y_test of the ridge regression of y on standardised x, fit on (x_fit, y_fit)."""
     mx, sx, my = x_fit.mean(0), x_fit.std(0) + 1e-8, y_fit.mean(0)
     X = (x_fit - mx) / sx
     W = np.linalg.solve(X.T @ X + alpha * len(X) * np.eye(X.shape[1]), X.T @ (y_fit - my))
-    err = y_test - ((x_test - mx) / sx @ W + my)
-    return 1 - (err ** 2).sum(0) / ((y_test - y_test.mean(0)) ** 2).sum(0)
+    return r2(y_test, (x_test - mx) / sx @ W + my)
+
+
+def neighbours_r2(x_fit, y_fit, x_test, y_test, k=5):
+    """R^2 per column of y_test of the mean y of each test row's k nearest fit rows (plain Euclidean distance,
+    as the planning cost's): whether x holds y at all, linearly or not."""
+    d = (x_test ** 2).sum(1)[:, None] - 2 * x_test @ x_fit.T + (x_fit ** 2).sum(1)
+    return r2(y_test, y_fit[np.argpartition(d, k, axis=1)[:, :k]].mean(1))
 
 
 @torch.no_grad()
@@ -1633,17 +1640,19 @@ def held_out_rows(ds, n, after, rng, held=True):
 def probe(model, ds, rows=2000, seed=0):
     """Linear probe of what the frames show (env.observables: positions, angles as sin and cos): ridge
     regression from frozen embeddings, fit on frames of training episodes, scored on held-out ones.
-    Returns R^2 per quantity (1: read off linearly; 0: no better than the mean), from the embeddings and,
-    as a yardstick, from the pixels themselves (8 x 8, averaged): what the pixels give linearly and the
-    embeddings do not, the encoder has not learned."""
+    Returns R^2 per quantity (1: read off linearly; 0: no better than the mean): from the embeddings; from
+    their 5 nearest neighbours among the fit frames (held at all, linearly or not: near 0 or below, the
+    embeddings do not hold it); and, as a yardstick, linearly from the pixels themselves (8 x 8, averaged):
+    what the pixels give linearly and the embeddings do not, the encoder has not learned."""
     env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
     fit, test = held_out_rows(ds, rows, 0, rng, held=False), held_out_rows(ds, rows, 0, rng)
     (names, y_fit), y_test = env.observables(ds.states[fit]), env.observables(ds.states[test])[1]
     pixels = lambda rows: F.adaptive_avg_pool2d(torch.from_numpy(ds.frames[rows]).permute(0, 3, 1, 2).double(),
                                                 8).flatten(1).numpy()
-    seen = ridge_r2(embed(model, ds.frames[fit]), y_fit, embed(model, ds.frames[test]), y_test)
-    shown = ridge_r2(pixels(fit), y_fit, pixels(test), y_test)
-    return dict(zip(names, seen.tolist())), dict(zip(names, shown.tolist()))
+    z_fit, z_test = embed(model, ds.frames[fit]), embed(model, ds.frames[test])
+    r2s = (ridge_r2(z_fit, y_fit, z_test, y_test), neighbours_r2(z_fit, y_fit, z_test, y_test),
+           ridge_r2(pixels(fit), y_fit, pixels(test), y_test))
+    return [dict(zip(names, r.tolist())) for r in r2s]
 
 
 @torch.no_grad()
