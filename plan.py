@@ -38,8 +38,9 @@ p.add_argument("--horizon", type=sj.number(int, 1), default=5, help="action bloc
 p.add_argument("--samples", type=sj.number(int, 1), default=300, help="CEM samples per iteration (paper: 300)")
 p.add_argument("--elites", type=sj.number(int, 2), default=30, help="CEM elites (paper: 30)")
 p.add_argument("--iters", type=sj.number(int, 1), default=30, help="CEM iterations (paper: 30)")
-p.add_argument("--probe", action="store_true", help="also a linear probe: R^2 of what the frames show (positions, angles), "
-               "read from frozen embeddings by ridge regression fit on training frames, scored on held-out ones")
+p.add_argument("--probe", action="store_true", help="also probes: R^2 of what the frames show (positions, angles), "
+               "read from frozen embeddings by ridge regression (and by nearest neighbours: held at all?) fit on "
+               "training frames, scored on held-out ones")
 p.add_argument("--prediction", action="store_true", help="also the model's rollout error after 1..5 blocks and how often "
                "its planning cost orders two plans as the simulator does")
 p.add_argument("--plan", action=argparse.BooleanOptionalAction, default=True, help="plan (--no-plan: the diagnostics only)")

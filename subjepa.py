@@ -1638,8 +1638,8 @@ def held_out_rows(ds, n, after, rng, held=True):
 
 
 def probe(model, ds, rows=2000, seed=0):
-    """Linear probe of what the frames show (env.observables: positions, angles as sin and cos): ridge
-    regression from frozen embeddings, fit on frames of training episodes, scored on held-out ones.
+    """Probes of what the frames show (env.observables: positions, angles as sin and cos): ridge regression
+    from frozen embeddings, fit on frames of training episodes, scored on held-out ones.
     Returns R^2 per quantity (1: read off linearly; 0: no better than the mean): from the embeddings; from
     their 5 nearest neighbours among the fit frames (held at all, linearly or not: near 0 or below, the
     embeddings do not hold it); and, as a yardstick, linearly from the pixels themselves (8 x 8, averaged):

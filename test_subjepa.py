@@ -1043,7 +1043,7 @@ def test_oracle_plans_twoRoom_almost_always(small_data, tmp_path, policy):
     assert len(ends) == 10 and all(c <= e + 1e-9 for c, e in zip(result["closest"], ends)), (result["closest"], ends)
 
 
-def test_linear_probe_reads_a_linear_function_of_the_state_and_not_noise():
+def test_probes_read_what_the_embeddings_hold_and_not_noise():
     """The probe's ridge regression: R^2 near 1 where the embeddings are a linear function of the state (plus
     a little noise), near 0 where they are noise independent of it. Its nearest-neighbour probe also reads a
     state the embeddings hold non-linearly, which the linear one cannot, and finds nothing in noise."""
