@@ -1114,7 +1114,7 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
     train = ["train.py", "--data", small_data, "--out", str(tmp_path / "new.pt"), *TINY_TRAIN]
     plan = ["plan.py", "--ckpt", ckpt, "--device", "cpu"]
     cases = [   # (argv, what the line must say)
-        (["plan.py", "--ckpt", str(tmp_path / "none.pt")], "no checkpoint at"),
+        (["plan.py", "--ckpt", str(tmp_path / "none.pt")], "train one with `python train.py --env twoRoom --out"),
         (["plan.py", "--ckpt", str(corrupt)], "not a readable checkpoint"),
         (["plan.py", "--ckpt", older], "holds another version's model"),
         (["train.py", "--data", small_data, "--out", older, "--resume"], "holds another version's model"),
