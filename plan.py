@@ -113,11 +113,7 @@ if __name__ == "__main__":
     # model and data
     model, ckpt = None, None
     if args.policy == "model":
-        path = args.ckpt or f"runs/{args.env}.pt"
-        if not os.path.isfile(path):
-            raise sj.InputError(f"no checkpoint at {path}: train one with `python train.py --env {args.env}"
-                                + (f" --out {path}`" if args.ckpt else "`") + ", or pass --ckpt")
-        model, ckpt = sj.load_model(path, device)
+        model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device, args.env)
         if ckpt["env"] != args.env:
             raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
     png = args.png or f"runs/{args.env}-{args.policy}.png"

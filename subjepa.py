@@ -1855,10 +1855,12 @@ def save_checkpoint(path, **state):
         torch.save(state, tmp)
 
 
-def load_checkpoint(path):
-    """Load a checkpoint written by train.py (weights only: no pickled code runs)."""
+def load_checkpoint(path, env="twoRoom"):
+    """Load a checkpoint written by train.py (weights only: no pickled code runs); if there is none, say how
+    to train one for `env`."""
     if not os.path.isfile(path):
-        raise InputError(f"no checkpoint at {path}: train one with `python train.py --env ...` or pass --ckpt")
+        out = "" if path == f"runs/{env}.pt" else f" --out {path}"
+        raise InputError(f"no checkpoint at {path}: train one with `python train.py --env {env}{out}`, or pass --ckpt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -1878,9 +1880,9 @@ def load_weights(model, ckpt, path):
         raise InputError(f"{path} holds another version's model ({why}...): train it again with this version") from None
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", env="twoRoom"):
     """The world model of a checkpoint, in eval mode, with its checkpoint dict."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, env)
     model = JEPA(Config(**ckpt["config"]))
     load_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
