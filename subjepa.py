@@ -1425,11 +1425,12 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
         jobs = [(name, img, steps, seed, i) for i in range(episodes)]
         # spawn: safe on every OS and with threaded parents (torch); workers import this module afresh
         # (and the calling script's __main__ module, so scripts keep their work under a __main__ guard).
-        # Workers ignore Ctrl-C from their first instruction (an ignored signal stays ignored through exec,
-        # and Python then installs no handler), their seconds of importing torch included: the parent gets
-        # it, and leaving the `with` terminates the pool.
+        # Workers ignore Ctrl-C from their first instruction (on POSIX an ignored signal stays ignored through
+        # exec, and Python then installs no handler), their seconds of importing torch included; the initializer
+        # makes sure where that is not inherited. The parent gets it, and leaving the `with` ends the pool.
         with ignoring_ctrl_c():
-            pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+            pool = mp.get_context("spawn").Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) \
+                if workers > 1 else None
         with pool or nullcontext():
             results = pool.imap(_episode, jobs) if pool else map(_episode, jobs)
             for i, (f, a, s) in enumerate(tqdm(results, total=episodes, desc=f"collect {name}", unit="ep")):
