@@ -1366,6 +1366,7 @@ class Dataset:
 
 
 _ENV_CACHE = {}  # per process: building a MuJoCo model costs as much as stepping a short episode
+DATA_FILES = ("frames", "actions", "states")
 
 
 def _episode(job):
@@ -1377,6 +1378,57 @@ def _episode(job):
     env = _ENV_CACHE[name, img]
     env.reset(seed=int(rng.integers(2**31)))
     return run_episode(env, POLICIES[name](env, rng), steps)
+
+
+def _collect_into(tmp, jobs, count):
+    """Write the episodes `jobs` straight into the dataset files in `tmp`, calling count() after each."""
+    arrays = [np.load(os.path.join(tmp, f + ".npy"), mmap_mode="r+") for f in DATA_FILES]
+    for job in jobs:
+        L, i = job[2] + 1, job[4]
+        for arr, x in zip(arrays, _episode(job)):
+            arr[i * L:(i + 1) * L] = x
+        count()
+    for arr in arrays:
+        arr.flush()
+
+
+def _collection_worker(tmp, jobs, done, w):
+    # All a worker reports is done[w], its count (a slot of its own: no lock that a killed worker could hold). No
+    # episode travels through a pipe, so a worker killed at any moment (by the parent after Ctrl-C, or by the
+    # out-of-memory killer) leaves nothing half-sent for the parent to wait on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # where an ignored signal is not inherited (Windows)
+
+    def count():
+        done[w] += 1
+    _collect_into(tmp, jobs, count)
+
+
+def _collect_in_workers(tmp, jobs, workers, bar):
+    """Worker w collects jobs w, w + workers, ... straight into the files in `tmp`. spawn: safe on every OS and with
+    threaded parents (torch); workers import this module afresh (and the calling script's __main__ module, so
+    scripts keep their work under a __main__ guard). Started with Ctrl-C ignored, they ignore it from their first
+    instruction (an ignored signal stays ignored through exec), their seconds of importing torch included: Ctrl-C
+    reaches the parent alone, which kills them on its way out, as it does when one of them fails."""
+    ctx = mp.get_context("spawn")
+    done = ctx.RawArray("q", workers)
+    procs = [ctx.Process(target=_collection_worker, args=(tmp, jobs[w::workers], done, w), daemon=True)
+             for w in range(workers)]
+    with ignoring_ctrl_c():
+        for p in procs:
+            p.start()
+    try:
+        while not all(p.exitcode == 0 for p in procs):
+            time.sleep(0.1)
+            bar.update(sum(done) - bar.n)
+            for w, p in enumerate(procs):
+                if p.exitcode:   # None: running; 0: done; < 0: killed by a signal; > 0: raised
+                    raise ChildProcessError(f"collection worker {w} " + (
+                        f"was killed (signal {-p.exitcode}; out of memory? try fewer --workers)"
+                        if p.exitcode < 0 else "failed: its traceback is above"))
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
 
 
 @contextmanager
@@ -1419,23 +1471,15 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
     tmp = os.path.join(parent, f".{base}.tmp{os.getpid()}")
     os.makedirs(tmp)
     try:
-        open_mm = np.lib.format.open_memmap
-        frames = open_mm(os.path.join(tmp, "frames.npy"), "w+", np.uint8, (N, img, img, 3))
-        actions = open_mm(os.path.join(tmp, "actions.npy"), "w+", np.float32, (N, A))
-        states = open_mm(os.path.join(tmp, "states.npy"), "w+", np.float64, (N, S))
+        for f, dtype, shape in zip(DATA_FILES, (np.uint8, np.float32, np.float64), ((img, img, 3), (A,), (S,))):
+            np.lib.format.open_memmap(os.path.join(tmp, f + ".npy"), "w+", dtype, (N, *shape))  # the empty files
         jobs = [(name, img, steps, seed, i) for i in range(episodes)]
-        # spawn: safe on every OS and with threaded parents (torch); workers import this module afresh
-        # (and the calling script's __main__ module, so scripts keep their work under a __main__ guard).
-        # Workers ignore Ctrl-C from their first instruction (on POSIX an ignored signal stays ignored through
-        # exec, and Python then installs no handler), their seconds of importing torch included; the initializer
-        # makes sure where that is not inherited. The parent gets it, and leaving the `with` ends the pool.
-        with ignoring_ctrl_c():
-            pool = mp.get_context("spawn").Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) \
-                if workers > 1 else None
-        with pool or nullcontext():
-            results = pool.imap(_episode, jobs) if pool else map(_episode, jobs)
-            for i, (f, a, s) in enumerate(tqdm(results, total=episodes, desc=f"collect {name}", unit="ep")):
-                frames[i * L:(i + 1) * L], actions[i * L:(i + 1) * L], states[i * L:(i + 1) * L] = f, a, s
+        with tqdm(total=episodes, desc=f"collect {name}", unit="ep") as bar:
+            if workers == 1:
+                _collect_into(tmp, jobs, bar.update)
+            else:
+                _collect_in_workers(tmp, jobs, workers, bar)
+        frames, actions, states = [np.load(os.path.join(tmp, f + ".npy"), mmap_mode="r") for f in DATA_FILES]
         real = np.ones(N, bool)
         real[L - 1::L] = False  # the padding rows
         offsets = np.arange(0, N + 1, L, dtype=np.int64)
@@ -1444,8 +1488,6 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
                     episodes=episodes, seed=seed,
                     action_mean=actions[real].mean(0, dtype=np.float64).tolist(),
                     action_std=actions[real].std(0, dtype=np.float64).tolist())
-        for arr in (frames, actions, states):
-            arr.flush()
         del frames, actions, states
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1)
@@ -1711,8 +1753,8 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
 
 
 def excepthook(kind, err, tb, default=sys.excepthook):
-    """Bad input and Ctrl-C end a script with one line, not a traceback."""
-    if isinstance(err, InputError):
+    """Bad input, a failed collection worker and Ctrl-C end a script with one line, not a traceback."""
+    if isinstance(err, (InputError, ChildProcessError)):
         print(f"error: {err}", file=sys.stderr)
     elif isinstance(err, KeyboardInterrupt):
         print(f"interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)

@@ -926,6 +926,19 @@ def ctrl_c(proc):
     os.killpg(proc.pid, signal.SIGINT)
 
 
+def ended(proc, timeout):
+    """An interruptible() process's stderr and the seconds it took to end; one still running after `timeout`
+    seconds is killed with its whole group (a failed test leaves nothing running)."""
+    t0 = time.time()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        err += f"\n(still running after {timeout} s: killed)"
+    return err, time.time() - t0
+
+
 def script_live(alive, *argv):
     """script() for a long run: relays its log lines to the terminal as they come."""
     with tempfile.TemporaryFile("w+") as err:    # tqdm's bar redraws would fill a pipe
@@ -981,7 +994,7 @@ def test_interrupted_training_resumes_to_the_same_weights(small_data, tmp_path):
     while not os.path.exists(stopped) and time.time() - t0 < 120:
         time.sleep(0.05)
     ctrl_c(proc)
-    _, err = proc.communicate(timeout=30)
+    err, _ = ended(proc, 30)
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert last.startswith("interrupted: at step") and "add --resume to continue" in last, last
@@ -1014,11 +1027,42 @@ def test_interrupted_collection_stops_at_once_and_leaves_nothing(tmp_path):
         time.sleep(0.05)
     time.sleep(1)   # the workers are importing torch: they once printed a traceback each
     ctrl_c(proc)
-    t0 = time.time()
-    _, err = proc.communicate(timeout=30)
-    took = time.time() - t0
+    err, took = ended(proc, 30)
     assert took < 10 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, (took, err[-3000:])
     assert os.listdir(tmp_path / "data") == []
+
+
+def collection_workers(pid):
+    """The pids of a process's collection workers (its spawned children; not multiprocessing's resource tracker)."""
+    found = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/cmdline") as f:
+                spawned = "spawn_main" in f.read()
+        except (OSError, IndexError):
+            continue   # it ended meanwhile
+        found += [int(p)] if ppid == pid and spawned else []
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
+def test_a_killed_collection_worker_ends_collection_with_an_error(tmp_path):
+    """A worker killed mid-collection (the out-of-memory killer does this) ends train.py at once with one line and
+    no dataset. (A multiprocessing.Pool replaced the worker and waited for its episode for ever.)"""
+    proc = interruptible([sys.executable, os.path.join(HERE, "train.py"), "--env", "pushT", "--episodes", "3000",
+                          "--workers", "2"], cwd=tmp_path)
+    t0 = time.time()
+    while len(workers := collection_workers(proc.pid)) < 2 and time.time() - t0 < 60:
+        time.sleep(0.05)
+    time.sleep(4)   # they have imported torch and are collecting
+    os.kill(workers[0], signal.SIGKILL)
+    err, took = ended(proc, 30)
+    assert took < 10 and proc.returncode == 1, (took, err[-3000:])
+    assert err.strip().splitlines()[-1].startswith("error: collection worker 0 was killed (signal 9"), err[-3000:]
+    assert "Traceback" not in err and os.listdir(tmp_path / "data") == []
+    assert collection_workers(proc.pid) == []
 
 
 def test_diverged_training_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path, monkeypatch, capsys):
@@ -1434,7 +1478,7 @@ def test_torchrun_trains_resumes_and_plans_as_one_process(small_data, tmp_path, 
     while not os.path.exists(two) and proc.poll() is None and time.time() - t0 < 120:
         time.sleep(0.05)
     ctrl_c(proc)
-    _, err = proc.communicate(timeout=60)
+    err, _ = ended(proc, 60)
     assert 2 <= sj.load_checkpoint(two)["step"] < 8, err[-2000:]
     alive("torchrun --resume")
     r = torchrun(os.path.join(HERE, "train.py"), *run, "--batch", "4", "--out", two, "--resume")
