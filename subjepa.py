@@ -114,7 +114,7 @@ RECIPES = {
 # they hold them, and plan better.
 WORLD_RECIPES = {
     ("cpu", "pushT"): dict(steps=6000),
-    ("cpu", "reacher"): dict(steps=6000, subspaces=8),
+    ("cpu", "reacher"): dict(steps=6000, subspaces=4),
     ("cpu", "cube"): dict(pos_std=1.0, steps=6000, subspaces=8),
 }
 
