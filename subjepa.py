@@ -1417,14 +1417,17 @@ def _collect_in_workers(tmp, jobs, workers, bar):
         for p in procs:
             p.start()
     try:
-        while not all(p.exitcode == 0 for p in procs):
-            time.sleep(0.1)
+        while True:
+            finished = all(p.exitcode == 0 for p in procs)   # read first: their counts are then complete
             bar.update(sum(done) - bar.n)
             for w, p in enumerate(procs):
                 if p.exitcode:   # None: running; 0: done; < 0: killed by a signal; > 0: raised
                     raise ChildProcessError(f"collection worker {w} " + (
                         f"was killed (signal {-p.exitcode}; out of memory? try fewer --workers)"
                         if p.exitcode < 0 else "failed: its traceback is above"))
+            if finished:
+                break
+            time.sleep(0.1)
     finally:
         for p in procs:
             p.kill()
