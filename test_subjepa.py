@@ -1043,7 +1043,8 @@ def collection_workers(pid):
                 spawned = "spawn_main" in f.read()
         except (OSError, IndexError):
             continue   # it ended meanwhile
-        found += [int(p)] if ppid == pid and spawned else []
+        if ppid == pid and spawned:
+            found.append(int(p))
     return found
 
 
