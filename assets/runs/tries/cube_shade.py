@@ -1,9 +1,9 @@
 # experiment: the cube world with its gripper drawn lighter the higher it is (as the cube already is), so that
 # one patch shows the gripper's height; everything else as subjepa's Cube. Runs a script with the patch applied:
-#   PYTHONPATH=. python assets/runs/tries/cube_shade.py subjepa.py --collect cube --out data/cube-shade-64px --workers 1
+#   PYTHONPATH=. python assets/runs/tries/cube_shade.py collect data/cube-shade-64px
 #   PYTHONPATH=. python assets/runs/tries/cube_shade.py train.py --env cube --recipe cpu --data data/cube-shade-64px ...
 #   PYTHONPATH=. python assets/runs/tries/cube_shade.py plan.py --env cube --ckpt ... --seed 1 --probe --prediction
-# (collection with --workers 1: spawned workers would import the unpatched renderer)
+# (collection in this process: spawned workers would import the unpatched renderer)
 import math, runpy, sys
 import subjepa as sj
 
@@ -26,8 +26,7 @@ def render(self):
 
 sj.Cube.render = render
 sys.argv = sys.argv[1:]
-if sys.argv[0] == "subjepa.py":
-    sys.modules["__main__"] = sj  # run subjepa's own command line with the patched module
-    exec(compile(open("subjepa.py").read().split('if __name__ == "__main__":', 1)[1].replace("\n    ", "\n"), "subjepa.py", "exec"), vars(sj))
+if sys.argv[0] == "collect":
+    sj.collect("cube", sys.argv[1], workers=1)   # the dataset's defaults: 2000 episodes of 100 steps, 64 px, seed 0
 else:
     runpy.run_path(sys.argv[0], run_name="__main__")

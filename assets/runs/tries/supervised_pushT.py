@@ -1,10 +1,11 @@
 # Can the CPU model's encoder read pushT's block angle at all? The same ViT + projector and a linear head trained
 # supervised on the standardized state (sin/cos of the angle), 1000 steps of 64 frames, 2 threads; R^2 on held-out frames.
 # Run from the repository root: PYTHONPATH=. python assets/runs/tries/supervised_pushT.py [DATA PATCH POS_STD]
-# (default data/pushT-64px 8 0.02: supervised_pushT.log; data/pushT-96px 12: _96px_p12.log; data/pushT-64px 8 1: _pos1.log)
+# (none: data/pushT-64px 8 0.02, supervised_pushT.log; data/pushT-96px 12 0.02: _96px_p12.log; data/pushT-64px 8 1: _pos1.log)
+import os, sys
 import numpy as np, torch, torch.nn as nn, subjepa as sj
-torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", 2))); torch.manual_seed(0)
-import sys; data, patch, pos_std = (sys.argv[1:] + ["data/pushT-64px", "8", "0.02"][len(sys.argv) - 1:])[:3]
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2))); torch.manual_seed(0)
+data, patch, pos_std = sys.argv[1:4] if len(sys.argv) > 1 else ("data/pushT-64px", "8", "0.02")
 ds = sj.load_dataset(data); env = sj.make_env("pushT")
 cfg = sj.Config(**{**sj.PRESETS["pushT"], **sj.SMALL, "img": ds.meta["img"], "patch": int(patch), "pos_std": float(pos_std)})
 model = sj.JEPA(cfg)
