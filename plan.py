@@ -42,7 +42,8 @@ p.add_argument("--probe", action="store_true", help="also probes: R^2 of what th
                "read from frozen embeddings by ridge regression (and by nearest neighbours: held at all?) fit on "
                "training frames, scored on held-out ones")
 p.add_argument("--prediction", action="store_true", help="also the model's rollout error after 1..5 blocks and how often "
-               "its planning cost orders two plans as the simulator does")
+               "its planning cost orders two plans as the simulator does (by the distance to the goal, and by each "
+               "part of the state's: which one the cost follows)")
 p.add_argument("--plan", action=argparse.BooleanOptionalAction, default=True, help="plan (--no-plan: the diagnostics only)")
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
 p.add_argument("--json", default=None, help="write the results to this JSON file (replaced if it exists)")
@@ -146,8 +147,10 @@ if __name__ == "__main__":
     if args.prediction:
         diagnostics.update(q := sj.prediction_quality(model, ds))
         print("rollout error after 1..5 blocks, relative to the embeddings' variance (0 perfect, 1 useless): "
-              + " ".join(f"{e:.3f}" for e in q["rollout_error"])
-              + f" | the planning cost orders {100 * q['ranking']:.1f}% of plan pairs as the simulator does (50% is chance)")
+              + " ".join(f"{e:.3f}" for e in q["rollout_error"]))
+        print(f"the planning cost orders {100 * q['ranking']:.1f}% of plan pairs as the simulator's distance to "
+              "the goal does (50% is chance); as each part's distance alone: "
+              + ", ".join(f"{part} {100 * r:.1f}%" for part, r in q["ranking_by"].items()))
     if not args.plan:
         if rank == 0:
             write_json(dict(env=args.env, ckpt=args.ckpt or f"runs/{args.env}.pt", **diagnostics))

@@ -757,16 +757,20 @@ class _Env(gym.Env):
         """The papers' success test. Each world's `distance` is in units of its tolerance: success is < 1."""
         return self.distance(state, goal) < 1.0
 
-    def simulate(self, state, actions):
-        """Distance to the goal after taking `actions` (L, A) from `state`, without rendering: the oracle's
-        cost (CEM on the true simulator). Leaves the environment's own state untouched."""
+    def play(self, state, actions):
+        """The state after taking `actions` (L, A) from `state`, without rendering. Leaves the environment's
+        own state untouched."""
         keep = self.get_state()
         self.set_state(state)
         for a in actions:
             self._step(np.clip(np.asarray(a, np.float64), -1.0, 1.0))
-        d = self.distance(self.get_state(), self.goal)
+        end = self.get_state()
         self.set_state(keep)
-        return d
+        return end
+
+    def simulate(self, state, actions):
+        """Distance to the goal after taking `actions` from `state`: the oracle's cost (CEM on the true simulator)."""
+        return self.distance(self.play(state, actions), self.goal)
 
     def at_rest(self, state):
         """The state as far as one frame shows it: where things are, not how they move. Without physics
@@ -834,6 +838,7 @@ class TwoRoom(_Env):
 
     def observables(self, states):   # (N, S) -> names, (N, P): what the frames show, for a linear probe
         return ["agent x", "agent y"], states[:, :2]
+    parts = {"agent": [0, 1]}        # the state's parts, as columns of observables: which one a cost follows
 
     def render(self):
         out = self.bg.copy()
@@ -944,6 +949,7 @@ class PushT(_MujocoEnv):
     def observables(self, states):
         return (["agent x", "agent y", "block x", "block y", "block sin", "block cos"],
                 np.column_stack([states[:, :4], np.sin(states[:, 4]), np.cos(states[:, 4])]))
+    parts = {"agent": [0, 1], "block": [2, 3], "angle": [4, 5]}
 
     def render(self):
         out, q = self.bg.copy(), self.data.qpos
@@ -1007,6 +1013,7 @@ class Reacher(_MujocoEnv):
         q1, q2 = states[:, 0], states[:, 1]
         return (["sin q1", "cos q1", "sin q2", "cos q2", "sin q1+q2", "cos q1+q2"],
                 np.column_stack([np.sin(q1), np.cos(q1), np.sin(q2), np.cos(q2), np.sin(q1 + q2), np.cos(q1 + q2)]))
+    parts = {"q1": [0, 1], "q2": [2, 3], "q1+q2": [4, 5]}
 
     def render(self):
         out, (q1, q2), L, cv = self.bg.copy(), self.data.qpos, self.L, self.canvas
@@ -1099,6 +1106,7 @@ class Cube(_MujocoEnv):
 
     def observables(self, states):
         return ["gripper x", "gripper y", "gripper z", "cube x", "cube y", "cube z"], states[:, [0, 1, 2, 6, 7, 8]]
+    parts = {"gripper": [0, 1, 2], "cube": [3, 4, 5]}
 
     def render(self):
         out, q, cv = self.bg.copy(), self.data.qpos, self.canvas
@@ -1723,7 +1731,8 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
         the encoded true frame, relative to the embeddings' variance: 0 is perfect, 1 no better than their mean;
     ranking: for `candidates` plans per start (the data's own actions, noisy versions of them, random ones), the
         fraction of pairs that the planning cost (the distance of the last predicted embedding to the encoded
-        goal frame, the data's frame `blocks` blocks later) orders as the simulator's distance to the goal state."""
+        goal frame, the data's frame `blocks` blocks later) orders as the simulator's distance to the goal state;
+    ranking_by: the same, against each part of the state's distance to the goal's (`rankings`)."""
     env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
     F, A, device = model.cfg.frameskip, model.cfg.action_dim, next(model.parameters()).device
     mean, std = (np.array(ds.meta[k]) for k in ("action_mean", "action_std"))
@@ -1740,16 +1749,30 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
     # candidates: the data's actions, then noisier and noisier versions, then uniform random plans
     noise = np.linspace(0.0, 1.0, candidates - 3)[:, None, None] * rng.normal(size=(E, candidates - 3, L, A))
     plans = np.concatenate([np.clip(data[:, None] + noise, -1, 1), rng.uniform(-1, 1, (E, 3, L, A))], 1)
-    true = np.empty((E, candidates))                                                       # the simulator's
-    for e, (i, ps) in enumerate(zip(s, plans)):
-        env.goal = ds.states[i + L]
-        true[e] = [env.simulate(ds.states[i], p) for p in ps]
+    ends = np.array([[env.play(ds.states[i], p) for p in ps] for i, ps in zip(s, plans)])  # (E, C, S) simulated
     last = model.rollout(z[:, :1].repeat_interleave(candidates, 0), blocks_of(plans).flatten(0, 1))[:, -1]
     cost = (last.view(E, candidates, -1) - z[:, -1:]).pow(2).sum(-1).cpu().numpy()          # (E, C)
-    i, j = np.triu_indices(candidates, 1)
-    differ = np.abs(true[:, i] - true[:, j]) > 1e-9
-    agree = np.sign(cost[:, i] - cost[:, j]) == np.sign(true[:, i] - true[:, j])
-    return dict(rollout_error=rollout_error.tolist(), ranking=float(agree[differ].mean()))
+    ranking, ranking_by = rankings(env, cost, ends, ds.states[s + L])
+    return dict(rollout_error=rollout_error.tolist(), ranking=ranking, ranking_by=ranking_by)
+
+
+def agreement(cost, true):
+    """(E, C) each: the fraction of pairs of plans of a row that `cost` orders as `true` does (ties in `true`,
+    within a billionth, left out)."""
+    i, j = np.triu_indices(cost.shape[1], 1)
+    differ = np.abs(true[:, i] - true[:, j]) > 1e-9 * np.maximum(np.abs(true[:, i]), np.abs(true[:, j]))
+    return float((np.sign(cost[:, i] - cost[:, j]) == np.sign(true[:, i] - true[:, j]))[differ].mean())
+
+
+def rankings(env, cost, ends, goals):
+    """How often a cost (E, C) of plans orders them as the world's distance from where they end (E, C, S) to
+    the goal (E, S) does (its success test's), and as each part of the state's alone (env.parts: e.g. the
+    cube's gripper and the cube): the parts say which one the cost follows."""
+    see = lambda states: env.observables(states.reshape(-1, states.shape[-1]))[1].reshape(*states.shape[:-1], -1)
+    gap = see(ends) - see(goals)[:, None]                                                   # (E, C, P)
+    true = np.array([[env.distance(end, goal) for end in row] for row, goal in zip(ends, goals)])
+    return agreement(cost, true), {part: agreement(cost, np.linalg.norm(gap[..., cols], axis=-1))
+                                   for part, cols in env.parts.items()}
 
 # -----------------------------------------------------------------------------
 # Devices, checkpoints and errors for the scripts

@@ -977,6 +977,7 @@ def test_main_command_works_in_an_empty_directory(tmp_path):
     assert result["episodes"] == 2 and list(result["probe_r2"]) == ["agent x", "agent y"]
     assert list(result["probe_r2_neighbours"]) == list(result["probe_r2_pixels"]) == ["agent x", "agent y"]
     assert len(result["rollout_error"]) == 5 and 0 <= result["ranking"] <= 1 and "linear probe, R^2" in r.stdout
+    assert result["ranking_by"] == {"agent": result["ranking"]}   # twoRoom's distance is the agent's
     assert "results in runs/plan.json" in r.stdout and (tmp_path / "runs/twoRoom-model.png").exists()
 
 
@@ -1118,6 +1119,22 @@ def test_probes_read_what_the_embeddings_hold_and_not_noise():
     y = np.column_stack([np.sin(4 * angle), np.cos(4 * angle)])   # a function of what is held, not linear in it
     assert (np.abs(sj.ridge_r2(ring[fit], y[fit], ring[test], y[test])) < 0.05).all()
     assert (sj.neighbours_r2(ring[fit], y[fit], ring[test], y[test]) > 0.95).all()
+
+
+def test_rankings_say_which_part_of_the_state_a_cost_follows():
+    """A cost that follows the cube's gripper orders plans as the gripper's distance to the goal does and not as
+    the cube's (the success test's); plans that leave the cube in the same place are not counted as ordered."""
+    env = sj.make_env("cube")
+    env.reset(seed=0)
+    goal, ends = env.get_state(), np.repeat(env.get_state()[None], 6, 0)
+    ends[:, 0] += 0.01 * np.arange(6)                 # plan k ends with the gripper k cm from its goal position
+    ends[:, 6] += 0.02 * np.array([5, 4, 3, 2, 1, 1])  # and the cube nearer and nearer to its own (the last two alike)
+    gripper = 0.01 * np.arange(6.0)[None]
+    ranking, by = sj.rankings(env, gripper, ends[None], goal[None])
+    assert ranking == by["cube"] == 0.0 and by["gripper"] == 1.0
+    ranking, by = sj.rankings(env, -gripper, ends[None], goal[None])
+    assert ranking == by["cube"] == 1.0 and by["gripper"] == 0.0
+    assert sj.agreement(np.array([[0.0, 1, 2, 3]]), np.array([[0.0, 1, 3, 2]])) == 5 / 6
 
 
 def test_starts_that_already_meet_their_goal_are_counted(small_data, tmp_path):
