@@ -1758,10 +1758,11 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
 
 def agreement(cost, true):
     """(E, C) each: the fraction of pairs of plans of a row that `cost` orders as `true` does (ties in `true`,
-    within a billionth, left out)."""
+    within a billionth, left out; nan where all are ties)."""
     i, j = np.triu_indices(cost.shape[1], 1)
     differ = np.abs(true[:, i] - true[:, j]) > 1e-9 * np.maximum(np.abs(true[:, i]), np.abs(true[:, j]))
-    return float((np.sign(cost[:, i] - cost[:, j]) == np.sign(true[:, i] - true[:, j]))[differ].mean())
+    agree = np.sign(cost[:, i] - cost[:, j]) == np.sign(true[:, i] - true[:, j])
+    return float(agree[differ].mean()) if differ.any() else float("nan")
 
 
 def rankings(env, cost, ends, goals):

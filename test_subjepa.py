@@ -1135,6 +1135,7 @@ def test_rankings_say_which_part_of_the_state_a_cost_follows():
     ranking, by = sj.rankings(env, -gripper, ends[None], goal[None])
     assert ranking == by["cube"] == 1.0 and by["gripper"] == 0.0
     assert sj.agreement(np.array([[0.0, 1, 2, 3]]), np.array([[0.0, 1, 3, 2]])) == 5 / 6
+    assert np.isnan(sj.agreement(np.array([[0.0, 1]]), np.array([[2.0, 2.0]])))   # nothing to order
 
 
 def test_starts_that_already_meet_their_goal_are_counted(small_data, tmp_path):
