@@ -1,7 +1,8 @@
 # Which distance does a model's planning cost follow? `plan.py --prediction` scores the cost's ranking of plan
 # pairs against the world's distance to the goal (its success test). This runs it against a part of the state
 # instead: for the cube the gripper's position, or the gripper's and the cube's together; for pushT the
-# agent's position, the block's, or the block's angle.
+# agent's position, the block's, or the block's angle. (Since then `plan.py --prediction` prints the ranking by each
+# part of `parts` of each world, to the same figures; the gripper and the cube together is only here.)
 #   PYTHONPATH=. python assets/runs/tries/ranking_by.py PART plan.py --env ENV --ckpt CKPT --prediction --no-plan
 import runpy, sys
 import numpy as np, subjepa as sj
