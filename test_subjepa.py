@@ -1126,7 +1126,8 @@ def test_rankings_say_which_part_of_the_state_a_cost_follows():
     the cube's (the success test's); plans that leave the cube in the same place are not counted as ordered."""
     env = sj.make_env("cube")
     env.reset(seed=0)
-    goal, ends = env.get_state(), np.repeat(env.get_state()[None], 6, 0)
+    goal = env.get_state()
+    ends = np.repeat(goal[None], 6, 0)
     ends[:, 0] += 0.01 * np.arange(6)                 # plan k ends with the gripper k cm from its goal position
     ends[:, 6] += 0.02 * np.array([5, 4, 3, 2, 1, 1])  # and the cube nearer and nearer to its own (the last two alike)
     gripper = 0.01 * np.arange(6.0)[None]
