@@ -43,7 +43,7 @@ p.add_argument("--probe", action="store_true", help="also probes: R^2 of what th
                "training frames, scored on held-out ones")
 p.add_argument("--prediction", action="store_true", help="also the model's rollout error after 1..5 blocks and how often "
                "its planning cost orders two plans as the simulator does (by the distance to the goal, and by each "
-               "part of the state's: which one the cost follows)")
+               "part of the state's: which one the cost follows), and its error on plans unlike the data's")
 p.add_argument("--plan", action=argparse.BooleanOptionalAction, default=True, help="plan (--no-plan: the diagnostics only)")
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
 p.add_argument("--json", default=None, help="write the results to this JSON file (replaced if it exists)")
@@ -151,6 +151,10 @@ if __name__ == "__main__":
         print(f"the planning cost orders {100 * q['ranking']:.1f}% of plan pairs as the simulator's distance to "
               "the goal does (50% is chance); as each part's distance alone: "
               + ", ".join(f"{part} {100 * r:.1f}%" for part, r in q["ranking_by"].items()))
+        print("error 5 blocks ahead against where each plan truly ends, on the data's own actions, noisy versions "
+              "and random plans: " + " ".join(f"{e:.3f}" for e in q["error_by_plan"].values())
+              + " (a planner tries plans unlike the data: where the model is much worse on them, it plans by its "
+              "errors; more varied data)")
     if not args.plan:
         if rank == 0:
             write_json(dict(env=args.env, ckpt=args.ckpt or f"runs/{args.env}.pt", **diagnostics))
@@ -215,6 +219,8 @@ if __name__ == "__main__":
                                             rows=(first, args.episodes), **cem_kwargs)    # (E, H, F*A), z-scored
                 plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
                 solve_ms.append(1000 * (time.perf_counter() - t0))
+                if t == 0:
+                    first_solve = to_torch(obs), blocks
             k = t
         results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
         obs = np.stack([r[0] for r in results])
@@ -222,8 +228,20 @@ if __name__ == "__main__":
         closest = np.minimum(closest, [env.distance(env.get_state(), env.goal) for env in envs])
         if (t + 1) % 5 == 0:
             film.append(obs)
+        if t + 1 == min(args.budget, args.horizon * F):   # the first plan executed
+            reached_first = success.copy()
     wall = time.perf_counter() - t_start
     bar.close()
+    # the model or the search? the first solve's plan against the data's own actions, which reach the goal
+    costs = np.zeros((E, 0))
+    if model and args.goal_offset == args.horizon * F:
+        vars(model).pop("rollout", None)   # the eager rollout: the compiled one is built for CEM's batches
+        obs0, plan0 = first_solve
+        data_plan = ((torch.tensor(ds.actions[starts[:, None] + np.arange(args.goal_offset)], device=device) - mean)
+                     / std).view_as(plan0)
+        with torch.no_grad(), ctx():
+            costs = model.cost(model.encode(obs0[:, None]), model.encode(goal_t[:, None]),
+                               torch.stack([plan0, data_plan], 1)).cpu().numpy()   # (E, 2): its plan's, the data's
 
     # -----------------------------------------------------------------------------
     # report (under torchrun, rank 0 gathers every rank's episodes, in order, and reports them all)
@@ -231,11 +249,12 @@ if __name__ == "__main__":
             for i in range(min(4, E))]   # for the first episodes, the frames every 5 steps, then the goal image
     final = np.stack([env.get_state() for env in envs])   # where each episode ended: which part of the goal it missed
     parts = sj.gather(dict(success=success, closest=closest, met=met, starts=starts, goals=goals, film=film,
-                           final=final, solve_ms=solve_ms, wall=wall))
+                           final=final, solve_ms=solve_ms, wall=wall, costs=costs, reached_first=reached_first))
     if rank:
         raise SystemExit
-    success, closest, met, starts, goals, film, final = (np.concatenate([q[k] for q in parts]) for k in
-                                                         ("success", "closest", "met", "starts", "goals", "film", "final"))
+    success, closest, met, starts, goals, film, final, costs, reached_first = (
+        np.concatenate([q[k] for q in parts]) for k in
+        ("success", "closest", "met", "starts", "goals", "film", "final", "costs", "reached_first"))
     solve_ms, wall, E = [ms for q in parts for ms in q["solve_ms"]], max(q["wall"] for q in parts), args.episodes
     n, rate = int(success.sum()), float(success.mean())
     err = (rate * (1 - rate) / E) ** 0.5
@@ -252,12 +271,24 @@ if __name__ == "__main__":
                   subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
                   cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon),
                   **diagnostics)
+    if costs.size:
+        preferred = rest & (costs[:, 0] <= costs[:, 1])   # the model puts its plan nearer the goal than the data's actions
+        result["first_solve"] = dict(plan_cost=costs[:, 0].tolist(), data_cost=costs[:, 1].tolist(),
+                                     reached=reached_first.tolist(), plan_preferred=int(preferred.sum()),
+                                     plan_preferred_missed=int((preferred & ~reached_first).sum()),
+                                     data_preferred=int((rest & ~preferred).sum()))
     print(f"{args.env} {args.policy}: success {n}/{E} = {100 * rate:.1f} +- {100 * err:.1f} %"
           + (f" | {result['ms_per_solve']:.0f} ms per CEM solve of {result['episodes_per_solve']} episodes" if solve_ms else "")
           + f" | {wall:.1f} s")
     print(f"  {met.sum()} of {E} starts already meet their goal; success on the other {rest.sum()}: "
           + (f"{int(success[rest].sum())}/{rest.sum()} = {100 * rest_rate:.1f} %" if rest.any() else "none")
           + f" | closest approach to the goal: median {np.median(closest):.2f} success tolerances (< 1 is a success)")
+    if costs.size:
+        f = result["first_solve"]
+        print(f"  first solve, the {rest.sum()} others: the model puts its plan nearer the goal than the data's own actions "
+              f"(which reach it) in {f['plan_preferred']}, and {f['plan_preferred_missed']} of those plans miss the goal "
+              f"(the model is wrong there, not the search); the data's actions nearer in {f['data_preferred']} (the "
+              "search fell short of them: more --samples or --iters)")
     write_json(result)
     sj.write_png(png, np.concatenate(film[:4], 0).repeat(2, 0).repeat(2, 1))   # the filmstrip, 2x, nearest neighbour
     print(f"filmstrip (frames every 5 steps | goal) in {png}")

@@ -579,14 +579,15 @@ class JEPA(nn.Module):
         z-scored action blocks (E, horizon, F*A) minimising |z_H - z_goal|^2 after the rollout."""
         z0 = self.encode(obs[:, None])                     # (E, 1, D)
         zg = self.encode(goal[:, None])                    # (E, 1, D)
-
-        def cost(a):                                       # (E, S, H, F*A) -> (E, S)
-            E, S = a.shape[:2]
-            z = self.rollout(z0.repeat_interleave(S, 0), a.flatten(0, 1))[:, -1]  # (E*S, D)
-            return (z.view(E, S, -1) - zg).float().pow(2).sum(-1)
-
         shape = (len(obs), horizon, self.cfg.frameskip * self.cfg.action_dim)
-        return cem(cost, shape, generator=generator, device=obs.device, **cem_kwargs)
+        return cem(lambda a: self.cost(z0, zg, a), shape, generator=generator, device=obs.device, **cem_kwargs)
+
+    def cost(self, z0, zg, plans):
+        """The planning cost of plans (E, S, H, F*A) from z0 to zg (E, 1, D): the squared distance of the last
+        predicted embedding to the goal's -> (E, S)."""
+        E, S = plans.shape[:2]
+        z = self.rollout(z0.repeat_interleave(S, 0), plans.flatten(0, 1))[:, -1]  # (E*S, D)
+        return (z.view(E, S, -1) - zg).float().pow(2).sum(-1)
 
 # -----------------------------------------------------------------------------
 # FLOP counts (matrix multiplies only, 2 per multiply-add), for the benchmarks' utilisation figures
@@ -1732,7 +1733,10 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
     ranking: for `candidates` plans per start (the data's own actions, noisy versions of them, random ones), the
         fraction of pairs that the planning cost (the distance of the last predicted embedding to the encoded
         goal frame, the data's frame `blocks` blocks later) orders as the simulator's distance to the goal state;
-    ranking_by: the same, against each part of the state's distance to the goal's (`rankings`)."""
+    ranking_by: the same, against each part of the state's distance to the goal's (`rankings`);
+    error_by_plan: the error 5 blocks ahead (as rollout_error's last) of each plan against the encoded frame of
+        where it truly ends, for the data's own actions, the noisy versions and the random plans. A planner tries
+        plans unlike the data: where the model is much worse on those, the plans it picks are its errors."""
     env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
     F, A, device = model.cfg.frameskip, model.cfg.action_dim, next(model.parameters()).device
     mean, std = (np.array(ds.meta[k]) for k in ("action_mean", "action_std"))
@@ -1753,7 +1757,12 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
     last = model.rollout(z[:, :1].repeat_interleave(candidates, 0), blocks_of(plans).flatten(0, 1))[:, -1]
     cost = (last.view(E, candidates, -1) - z[:, -1:]).pow(2).sum(-1).cpu().numpy()          # (E, C)
     ranking, ranking_by = rankings(env, cost, ends, ds.states[s + L])
-    return dict(rollout_error=rollout_error.tolist(), ranking=ranking, ranking_by=ranking_by)
+    seen = torch.tensor(embed(model, np.stack([env.render_state(end) for end in ends.reshape(E * candidates, -1)])),
+                        dtype=torch.float32, device=device)                                 # (E*C, D) true ends
+    error = ((last - seen) ** 2).sum(-1).view(E, candidates) / spread                       # (E, C)
+    error_by_plan = {"data": error[:, 0], "noisy": error[:, 1:-3], "random": error[:, -3:]}
+    return dict(rollout_error=rollout_error.tolist(), ranking=ranking, ranking_by=ranking_by,
+                error_by_plan={k: float(v.mean()) for k, v in error_by_plan.items()})
 
 
 def agreement(cost, true):

@@ -978,6 +978,11 @@ def test_main_command_works_in_an_empty_directory(tmp_path):
     assert list(result["probe_r2_neighbours"]) == list(result["probe_r2_pixels"]) == ["agent x", "agent y"]
     assert len(result["rollout_error"]) == 5 and 0 <= result["ranking"] <= 1 and "linear probe, R^2" in r.stdout
     assert result["ranking_by"] == {"agent": result["ranking"]}   # twoRoom's distance is the agent's
+    assert list(result["error_by_plan"]) == ["data", "noisy", "random"] and "on the data's own actions" in r.stdout
+    first = result["first_solve"]   # the first solve's plan against the data's own actions, per episode
+    assert len(first["plan_cost"]) == len(first["data_cost"]) == len(first["reached"]) == 2
+    assert first["plan_preferred"] + first["data_preferred"] == 2 - result["already_met"]
+    assert first["plan_preferred_missed"] <= first["plan_preferred"] and "first solve, the" in r.stdout
     assert "results in runs/plan.json" in r.stdout and (tmp_path / "runs/twoRoom-model.png").exists()
 
 
@@ -1137,6 +1142,18 @@ def test_rankings_say_which_part_of_the_state_a_cost_follows():
     assert ranking == by["cube"] == 1.0 and by["gripper"] == 0.0
     assert sj.agreement(np.array([[0.0, 1, 2, 3]]), np.array([[0.0, 1, 3, 2]])) == 5 / 6
     assert np.isnan(sj.agreement(np.array([[0.0, 1]]), np.array([[2.0, 2.0]])))   # nothing to order
+
+
+def test_the_error_by_plan_on_the_data_is_the_rollout_error(small_data):
+    """The error of each plan against where it truly ends: the data's own actions, replayed in the simulator and
+    drawn, end on the dataset's frame, so their error is the rollout error's last; the other plans' errors are
+    measured on frames drawn from their own simulated ends."""
+    torch.manual_seed(0)
+    model, ds = JEPA(tiny(img=32)).eval(), load_dataset(small_data)
+    q = sj.prediction_quality(model, ds, starts=8)
+    assert q["error_by_plan"]["data"] == pytest.approx(q["rollout_error"][-1], rel=1e-4)
+    assert list(q["error_by_plan"]) == ["data", "noisy", "random"]
+    assert all(e > 0 for e in q["error_by_plan"].values())
 
 
 def test_starts_that_already_meet_their_goal_are_counted(small_data, tmp_path):
