@@ -1734,7 +1734,7 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
         fraction of pairs that the planning cost (the distance of the last predicted embedding to the encoded
         goal frame, the data's frame `blocks` blocks later) orders as the simulator's distance to the goal state;
     ranking_by: the same, against each part of the state's distance to the goal's (`rankings`);
-    error_by_plan: the error 5 blocks ahead (as rollout_error's last) of each plan against the encoded frame of
+    error_by_plan: the error `blocks` ahead (as rollout_error's last) of each plan against the encoded frame of
         where it truly ends, for the data's own actions, the noisy versions and the random plans. A planner tries
         plans unlike the data: where the model is much worse on those, the plans it picks are its errors."""
     env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
@@ -1760,9 +1760,9 @@ def prediction_quality(model, ds, starts=50, blocks=5, candidates=16, seed=0):
     seen = torch.tensor(embed(model, np.stack([env.render_state(end) for end in ends.reshape(E * candidates, -1)])),
                         dtype=torch.float32, device=device)                                 # (E*C, D) true ends
     error = ((last - seen) ** 2).sum(-1).view(E, candidates) / spread                       # (E, C)
-    error_by_plan = {"data": error[:, 0], "noisy": error[:, 1:-3], "random": error[:, -3:]}
+    groups = ("data", 0), ("noisy", slice(1, -3)), ("random", slice(-3, None))   # the candidates, as drawn above
     return dict(rollout_error=rollout_error.tolist(), ranking=ranking, ranking_by=ranking_by,
-                error_by_plan={k: float(v.mean()) for k, v in error_by_plan.items()})
+                error_by_plan={k: float(error[:, c].mean()) for k, c in groups})
 
 
 def agreement(cost, true):

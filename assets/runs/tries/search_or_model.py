@@ -3,11 +3,11 @@
 # its cost of the data's own actions, which reach the goal by construction (the goal is where they led):
 #   CEM's plan cheaper than the data's, and it misses the goal: the model is fooled (its cost is wrong there);
 #   CEM's plan dearer than the data's: the search fell short of a plan the model itself prefers.
-#   PYTHONPATH=. python assets/runs/tries/search_or_model.py ENV CKPT [SEED]
+#   PYTHONPATH=. python assets/runs/tries/search_or_model.py ENV CKPT [SEED [DATA]]
 import sys, numpy as np, torch, subjepa as sj
 env_name, path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1
 torch.manual_seed(0)
-ds = sj.load_dataset(f"data/{env_name}-64px")
+ds = sj.load_dataset(sys.argv[4] if len(sys.argv) > 4 else f"data/{env_name}-64px")
 model, ck = sj.load_model(path, env=env_name)
 F, A = model.cfg.frameskip, model.cfg.action_dim
 mean, std = (np.array(ck[k], np.float32) for k in ("action_mean", "action_std"))
