@@ -234,7 +234,7 @@ if __name__ == "__main__":
     bar.close()
     # the model or the search? the first solve's plan against the data's own actions, which reach the goal
     costs = np.zeros((E, 0))
-    if model and args.goal_offset == args.horizon * F:
+    if model and args.goal_offset == args.horizon * F <= args.budget:   # the data's actions fill the first plan
         vars(model).pop("rollout", None)   # the eager rollout: the compiled one is built for CEM's batches
         obs0, plan0 = first_solve
         data_plan = ((torch.tensor(ds.actions[starts[:, None] + np.arange(args.goal_offset)], device=device) - mean)
