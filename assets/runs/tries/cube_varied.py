@@ -7,6 +7,8 @@
 #   PYTHONPATH=. python assets/runs/tries/cube_varied.py collect data/cube-varied-64px
 #   PYTHONPATH=. python assets/runs/tries/cube_varied.py train.py --env cube --recipe cpu --data data/cube-varied-64px ...
 #   PYTHONPATH=. python assets/runs/tries/cube_varied.py plan.py --env cube --data data/cube-varied-64px ...
+# and on the recipe's own episodes (the same goals as the recipe's model; no patch needed to plan):
+#   python plan.py --env cube --ckpt runs/e43-cube-varied.pt --data data/cube-64px --seed 1
 # (collection in this process: spawned workers would import the unpatched policy)
 import runpy, sys
 import subjepa as sj
