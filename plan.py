@@ -214,13 +214,14 @@ if __name__ == "__main__":
                     blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
                                     progress=bar, rows=(first, args.episodes), **cem_kwargs)
                 else:
+                    frames = to_torch(obs)
                     with ctx():
-                        blocks = model.plan(to_torch(obs), goal_t, args.horizon, gen, progress=bar,
+                        blocks = model.plan(frames, goal_t, args.horizon, gen, progress=bar,
                                             rows=(first, args.episodes), **cem_kwargs)    # (E, H, F*A), z-scored
+                    if t == 0:
+                        first_solve = frames, blocks   # for the comparison with the data's actions, below
                 plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
                 solve_ms.append(1000 * (time.perf_counter() - t0))
-                if t == 0:
-                    first_solve = to_torch(obs), blocks
             k = t
         results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
         obs = np.stack([r[0] for r in results])
