@@ -1155,7 +1155,7 @@ def toward(delta, scale, gain=1.0):
 class TwoRoomPolicy:
     """Noisy 'go to the door, then to a random target' (in the other room half the time)."""
 
-    def __init__(self, env, rng):
+    def __init__(self, env, rng, held=False):
         self.env, self.rng = env, rng
         self.noise = rng.uniform(0.1, 0.5)
         self._new_target()
@@ -1200,7 +1200,7 @@ class PushTPolicy:
     """Noisy pusher: walk to a random point of the T's outline, then push through it for a while;
     sometimes wander instead. Directions, depths and durations vary, so the block moves and turns."""
 
-    def __init__(self, env, rng):
+    def __init__(self, env, rng, held=False):
         self.env, self.rng = env, rng
         self.noise = rng.uniform(0.1, 0.4)
         self.verts, self.normals, self.lengths = t_outline()
@@ -1252,7 +1252,7 @@ class ReacherPolicy:
     """Random torques, uniform in [-1, 1] and new each step: the reference's reacher data (a random policy)."""
     version = 2   # version 1 drew smooth torques, which swung the arm 3x as far in 25 steps (README)
 
-    def __init__(self, env, rng):
+    def __init__(self, env, rng, held=False):
         self.rng = rng
 
     def __call__(self):
@@ -1261,12 +1261,17 @@ class ReacherPolicy:
 
 class CubePolicy:
     """Noisy scripted pick-and-place: above the cube, descend, close, lift, carry, lower, release,
-    rise, and again; a fifth of the episodes start with a spell of random motion instead."""
+    rise, and again; a fifth of the episodes start with a spell of random motion instead. Training episodes
+    explore more (version 2): noisier motion, and spells of 5-20 random steps, the gripper's command included,
+    may start at any step. A planner tries plans unlike the script's, and a model trained on the script's
+    alone errs on them 4x more (README, "The cube"). Held-out episodes, the planner's starts and goals, are
+    version 1's: the script's task."""
     APPROACH, DESCEND, CLOSE, LIFT, CARRY, LOWER, RELEASE, RISE = range(8)
+    version = 2
 
-    def __init__(self, env, rng):
-        self.env, self.rng = env, rng
-        self.noise = rng.uniform(0.05, 0.3)
+    def __init__(self, env, rng, held=False):
+        self.env, self.rng, self.explore = env, rng, not held
+        self.noise = rng.uniform(*((0.1, 0.5) if self.explore else (0.05, 0.3)))
         self.random_steps = int(rng.integers(10, 60)) if rng.random() < 0.2 else 0
         self.u = np.zeros(5)
         self._goto(self.APPROACH)
@@ -1281,6 +1286,8 @@ class CubePolicy:
 
     def __call__(self):
         rng, env = self.rng, self.env
+        if self.explore and self.random_steps == 0 and rng.random() < 0.015:
+            self.random_steps = int(rng.integers(5, 21))
         if self.random_steps > 0:
             self.random_steps -= 1
             self.u = 0.8 * self.u + 0.6 * rng.standard_normal(5)
@@ -1334,6 +1341,8 @@ class CubePolicy:
         return np.clip(a, -1, 1).astype(np.float32)
 
 
+# Each is called as policy(env, rng, held), held True for the held-out episodes (planning's starts and goals), and
+# then returns an action a step.
 POLICIES = {"twoRoom": TwoRoomPolicy, "pushT": PushTPolicy, "reacher": ReacherPolicy, "cube": CubePolicy}
 
 
@@ -1380,13 +1389,13 @@ DATA_FILES = ("frames", "actions", "states")
 
 def _episode(job):
     # one episode, seeded by (seed, index) alone: the dataset does not depend on the number of workers
-    name, img, steps, seed, i = job
+    name, img, steps, seed, i, held = job
     rng = np.random.default_rng([seed, i])
     if (name, img) not in _ENV_CACHE:
         _ENV_CACHE[name, img] = make_env(name, img)
     env = _ENV_CACHE[name, img]
     env.reset(seed=int(rng.integers(2**31)))
-    return run_episode(env, POLICIES[name](env, rng), steps)
+    return run_episode(env, POLICIES[name](env, rng, held), steps)
 
 
 def _collect_into(tmp, jobs, count):
@@ -1485,7 +1494,8 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
     try:
         for f, dtype, shape in zip(DATA_FILES, (np.uint8, np.float32, np.float64), ((img, img, 3), (A,), (S,))):
             np.lib.format.open_memmap(os.path.join(tmp, f + ".npy"), "w+", dtype, (N, *shape))  # the empty files
-        jobs = [(name, img, steps, seed, i) for i in range(episodes)]
+        held = split_episodes(episodes)[1]   # a policy may collect them apart (the cube's does)
+        jobs = [(name, img, steps, seed, i, i in held) for i in range(episodes)]
         with tqdm(total=episodes, desc=f"collect {name}", unit="ep") as bar:
             if workers == 1:
                 _collect_into(tmp, jobs, bar.update)
@@ -1614,7 +1624,7 @@ def envs_sheet(path, img=64, frames=(0, 10, 20, 30, 40), seed=0):
     """The picture of the four environments: a row per env, a scripted episode at the given steps."""
     rows = []
     for i, name in enumerate(ENVS):
-        f, _, _ = _episode((name, img, max(frames), seed, i))
+        f, _, _ = _episode((name, img, max(frames), seed, i, True))   # as the held-out episodes
         rows.append([f[t] for t in frames])
     contact_sheet(path, rows)
 
@@ -2024,7 +2034,7 @@ if __name__ == "__main__":
         for name in ENVS:
             n, eps, t0 = 0, [], time.perf_counter()
             while time.perf_counter() - t0 < 3.0 or len(eps) < 100:  # at least 3 s and 100 episodes
-                eps.append(_episode((name, args.img, 100, 12345, len(eps)))[2])
+                eps.append(_episode((name, args.img, 100, 12345, len(eps), False))[2])  # training episodes
                 n += 100
             fps = n / (time.perf_counter() - t0)
             states = np.concatenate(eps)

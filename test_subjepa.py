@@ -531,7 +531,7 @@ def test_cube_grasp_and_lift():
     """The gripper grasps the cube, lifts it and carries it (scripted policy, no noise)."""
     env = make_env("cube")
     env.reset(seed=3)
-    policy = POLICIES["cube"](env, np.random.default_rng(0))
+    policy = POLICIES["cube"](env, np.random.default_rng(0), held=True)   # no random spells
     policy.noise, policy.random_steps = 0.0, 0
     start = env.get_state()[6:9]
     carried = False
@@ -540,6 +540,34 @@ def test_cube_grasp_and_lift():
         cube = env.get_state()[6:9]
         carried |= cube[2] > 0.08 and np.hypot(*(cube[:2] - start[:2])) > 0.05
     assert carried, "the cube was never lifted and carried"
+
+
+def test_cube_training_episodes_explore_and_held_out_ones_are_the_task(tmp_path, monkeypatch):
+    """The cube's data policy (version 2) explores in training episodes: spells of random steps start at any
+    step. Held-out episodes, planning's starts and goals, are the script's: no spell starts after the first
+    step. collect() tells the policy which episodes are held out (the last 10%)."""
+    seen = []
+
+    class Recording(sj.CubePolicy):
+        def __init__(self, env, rng, held=False):
+            seen.append(held)
+            super().__init__(env, rng, held)
+    monkeypatch.setitem(POLICIES, "cube", Recording)
+    ds = load_dataset(collect("cube", str(tmp_path / "c"), episodes=20, steps=2, img=16, workers=1))
+    assert seen == [False] * 18 + [True] * 2 and ds.meta["policy"] == 2
+    env = make_env("cube", 16)
+
+    def spells(held):   # spells started after the first step, over 6 episodes of 200 steps
+        n = 0
+        for seed in range(6):
+            env.reset(seed=seed)
+            policy = sj.CubePolicy(env, np.random.default_rng(seed), held)
+            for _ in range(200):
+                before = policy.random_steps
+                env.step(policy())
+                n += before == 0 and policy.random_steps > 0
+        return n
+    assert spells(held=True) == 0 and spells(held=False) >= 5   # 1.5% a step outside spells: 19 here
 
 
 def collect_tiny(path, workers, seed=0):

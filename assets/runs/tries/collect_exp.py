@@ -8,7 +8,7 @@ env, kind, path = sys.argv[1], sys.argv[2], sys.argv[3]
 img = int(sys.argv[4]) if len(sys.argv) > 4 else 64
 
 class IID:   # the reference's reacher data: uniform random actions, new each step
-    def __init__(self, env, rng): self.rng = rng
+    def __init__(self, env, rng, held=False): self.rng = rng
     def __call__(self): return self.rng.uniform(-1, 1, 2).astype(np.float32)
 
 if kind == "iid":

@@ -2,8 +2,8 @@
 #   PYTHONPATH=. python assets/runs/tries/collect_slow.py data/pushT-slow-64px
 import sys, subjepa as sj
 class Slow(sj.PushTPolicy):
-    def __init__(self, env, rng):
-        super().__init__(env, rng); self.noise *= 0.5
+    def __init__(self, env, rng, held=False):
+        super().__init__(env, rng, held); self.noise *= 0.5
     def _plan(self):
         super()._plan(); self.speed *= 0.5
 sj.POLICIES["pushT"] = Slow

@@ -1,5 +1,6 @@
-# experiment: cube data that cover more of what a planner tries. The recipe's model predicts the data's own
-# actions well and plans unlike them badly (error_off_data.py: block-5 error 0.18 on the data's actions, 0.52
+# experiment: cube data that cover more of what a planner tries (taken as the cube's data policy version 2, in its
+# training episodes only: `CubePolicy`; this patch runs on the code before it, git checkout 6fea4e9). The recipe's
+# model predicts the data's own actions well and plans unlike them badly (error_off_data.py: block-5 error 0.18 on the data's actions, 0.52
 # with noise of 0.3 on the gripper's motion, 0.60 on random plans; the reacher, whose data are random torques,
 # 0.16 on all). The change to CubePolicy: motion noise drawn per episode in [0.1, 0.5] (was [0.05, 0.3]), and a
 # spell of 5-20 random steps (every dimension, the gripper's command too) may start at any step (1.5% a step),
