@@ -1261,11 +1261,11 @@ class ReacherPolicy:
 
 class CubePolicy:
     """Noisy scripted pick-and-place: above the cube, descend, close, lift, carry, lower, release,
-    rise, and again; a fifth of the episodes start with a spell of random motion instead. Training episodes
-    explore more (version 2): noisier motion, and spells of 5-20 random steps, the gripper's command included,
-    may start at any step. A planner tries plans unlike the script's, and a model trained on the script's
-    alone errs on them 4x more (README, "The cube"). Held-out episodes, the planner's starts and goals, are
-    version 1's: the script's task."""
+    rise, and again; a fifth of the episodes start with a spell of random motion instead. Training
+    episodes explore more (version 2): noisier motion, and spells of 5-20 random steps, the gripper's
+    command included, may start at any step. A planner tries plans unlike the script's, and a model trained
+    on the script's alone errs on them 4x more (README, "When planning fails"). Held-out episodes, the
+    planner's starts and goals, are version 1's: the script's task."""
     APPROACH, DESCEND, CLOSE, LIFT, CARRY, LOWER, RELEASE, RISE = range(8)
     version = 2
 
