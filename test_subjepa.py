@@ -544,8 +544,8 @@ def test_cube_grasp_and_lift():
 
 def test_cube_training_episodes_explore_and_held_out_ones_are_the_task(tmp_path, monkeypatch):
     """The cube's data policy (version 2) explores in training episodes: spells of random steps start at any
-    step. Held-out episodes, planning's starts and goals, are the script's: no spell starts after the first
-    step. collect() tells the policy which episodes are held out (the last 10%)."""
+    step. Held-out episodes, planning's starts and goals, are the script's: no spell starts mid-episode (a
+    fifth open with one, as in version 1). collect() tells the policy which episodes are held out (the last 10%)."""
     seen = []
 
     class Recording(sj.CubePolicy):
@@ -557,7 +557,7 @@ def test_cube_training_episodes_explore_and_held_out_ones_are_the_task(tmp_path,
     assert seen == [False] * 18 + [True] * 2 and ds.meta["policy"] == 2
     env = make_env("cube", 16)
 
-    def spells(held):   # spells started after the first step, over 6 episodes of 200 steps
+    def spells(held):   # spells started mid-episode, over 6 episodes of 200 steps
         n = 0
         for seed in range(6):
             env.reset(seed=seed)
