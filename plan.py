@@ -123,8 +123,7 @@ if __name__ == "__main__":
             sj.writable(path, flag)
     data = args.data or (ckpt["data"] if ckpt else f"data/{args.env}-64px")
     ds = sj.load_dataset(data)
-    if args.data is None and not ckpt:   # the default dataset must be today's
-        sj.current_policy(ds, data)
+    sj.current_data(ds, data, default=args.data is None and not ckpt)   # a default dataset must be today's
     stats = ckpt or ds.meta   # the action statistics the plans are z-scored with
     mean, std = (torch.tensor(stats[k], dtype=torch.float32, device=device) for k in ("action_mean", "action_std"))
     if ds.meta["env"] != args.env:

@@ -729,6 +729,7 @@ class _Env(gym.Env):
     """Shared plumbing. reward = info["success"] = the success test against options["goal"] when one
     was given to reset (else 0 / False); never terminated or truncated: the caller picks the length."""
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    version = 1   # of what the world draws: a dataset records it, and frames another version drew are refused
 
     def __init__(self, img, act_dim):
         self.img, self.render_mode, self.goal = img, "rgb_array", None
@@ -919,6 +920,7 @@ class PushT(_MujocoEnv):
     state = qpos [agent x, agent y, block x, block y, block angle] + qvel (5) + ctrl (2), arena units."""
     name = "pushT"
     R, ARENA = 15.0, 512.0
+    version = 2   # the stem in another colour than the bar; in one colour (version 1) the encoder missed the angle
 
     def __init__(self, img=64):
         super().__init__(PUSHT_XML, img, 2, substeps=10)
@@ -955,10 +957,11 @@ class PushT(_MujocoEnv):
     def render(self):
         out, q = self.bg.copy(), self.data.qpos
         c, s = math.cos(q[4]), math.sin(q[4])
-        for x, y, hx, hy in T_BOXES:  # the stem is drawn 15 units into the bar: no anti-aliasing seam
-            if hy == 45.0:
-                y, hy = y - 7.5, hy + 7.5
-            self.canvas.box(out, q[2] + c * x - s * y, q[3] + s * x + c * y, hx, hy, q[4], rgb(235, 120, 50))
+        # the stem (green) reaches 15 units under the bar (orange), drawn over it: no anti-aliasing seam. Two
+        # colours make the angle the direction from one patch of colour to the other (README, pushT's angle)
+        for (x, y, hx, hy), color in zip(((0.0, T_BOXES[1][1] - 7.5, 15.0, 52.5), T_BOXES[0]),
+                                         (rgb(60, 150, 80), rgb(235, 120, 50))):
+            self.canvas.box(out, q[2] + c * x - s * y, q[3] + s * x + c * y, hx, hy, q[4], color)
         self.canvas.circle(out, q[0], q[1], self.R, rgb(50, 90, 220))
         return out
 
@@ -1130,16 +1133,16 @@ class Cube(_MujocoEnv):
 
 
 ENVS = ("twoRoom", "pushT", "reacher", "cube")
+WORLDS = dict(zip(ENVS, (TwoRoom, PushT, Reacher, Cube)))
 
 
 def make_env(name, img=64, render_mode="rgb_array"):
     """One of the four environments, with img x img RGB observations (the only render mode)."""
-    envs = {"twoRoom": TwoRoom, "pushT": PushT, "reacher": Reacher, "cube": Cube}
-    if name not in envs:
+    if name not in WORLDS:
         raise InputError(f"unknown environment {name!r}: choose one of {', '.join(ENVS)}")
     if render_mode != "rgb_array":
         raise InputError(f"render_mode {render_mode!r} is not supported: images come as 'rgb_array'")
-    env = envs[name](img)
+    env = WORLDS[name](img)
     # a spec lets gymnasium.make (and its checker) build copies: gym.make(env.spec)
     env.spec = gym.envs.registration.EnvSpec(f"subjepa/{name}-v0", make_env, kwargs=dict(name=name, img=img))
     return env
@@ -1470,7 +1473,8 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
       actions.npy  float32 (N, A)        row i is the action taken at frame i; an episode's last row is zeros
       states.npy   float64 (N, S)        simulator state at frame i (env.get_state(); env.set_state restores it)
       episodes.npy int64   (E+1,)        offsets: episode e is rows offsets[e]:offsets[e+1]
-      meta.json    {"format", "env", "policy", "img", "steps", "episodes", "seed", "action_mean", "action_std"}
+      meta.json    {"format", "env", "world", "policy", "img", "steps", "episodes", "seed", "action_mean",
+                   "action_std"}; world: the version of the world that drew the frames (`version` of its class);
                    policy: the version of the scripted policy that collected it (`version` of its class, else 1);
                    action statistics per dimension, over real actions only (padding rows excluded).
     Written under a temporary name next to `path` (.NAME.tmpPID) and renamed at the end: an interrupted
@@ -1506,7 +1510,7 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
         real[L - 1::L] = False  # the padding rows
         offsets = np.arange(0, N + 1, L, dtype=np.int64)
         np.save(os.path.join(tmp, "episodes.npy"), offsets)
-        meta = dict(format=FORMAT, env=name, policy=getattr(POLICIES[name], "version", 1), img=img, steps=steps,
+        meta = dict(format=FORMAT, env=name, world=env.version, policy=getattr(POLICIES[name], "version", 1), img=img, steps=steps,
                     episodes=episodes, seed=seed,
                     action_mean=actions[real].mean(0, dtype=np.float64).tolist(),
                     action_std=actions[real].std(0, dtype=np.float64).tolist())
@@ -1557,11 +1561,16 @@ def load_dataset(path):
     return Dataset(fr, ac, st, ep, meta)
 
 
-def current_policy(ds, path):
-    """Refuse a dataset that another version of its world's scripted policy collected: at a default path
+def current_data(ds, path, default):
+    """Refuse a dataset whose frames another version of its world drew (a planner's frames would not look
+    like them) and, at a `default` path, one that another version of its world's scripted policy collected:
     it would stand in silently for the data this code collects."""
-    was, now = ds.meta.get("policy", 1), getattr(POLICIES.get(ds.meta["env"]), "version", 1)
+    was, now = ds.meta.get("world", 1), getattr(WORLDS.get(ds.meta["env"]), "version", 1)
     if was != now:
+        raise InputError(f"{path} holds frames drawn by version {was} of the {ds.meta['env']} world, this code draws "
+                         f"version {now}: delete it (rm -r {path}) to collect it anew")
+    was, now = ds.meta.get("policy", 1), getattr(POLICIES.get(ds.meta["env"]), "version", 1)
+    if default and was != now:
         raise InputError(f"{path} was collected by version {was} of the {ds.meta['env']} data policy, this code's is "
                          f"{now}: delete it (rm -r {path}) to collect it anew, or pass --data {path} to use it")
 
@@ -1972,6 +1981,10 @@ def load_checkpoint(path, env="twoRoom"):
     missing = {"model", "config", "step", "env", "action_mean", "action_std"} - set(ckpt if isinstance(ckpt, dict) else ())
     if missing:
         raise InputError(f"{path} is not a subjepa checkpoint (missing {', '.join(sorted(missing))}): train again")
+    was, now = ckpt.get("world", 1), getattr(WORLDS.get(ckpt["env"]), "version", 1)
+    if was != now:
+        raise InputError(f"{path} was trained on frames drawn by version {was} of the {ckpt['env']} world, this code "
+                         f"draws version {now}: train it again")
     return ckpt
 
 

@@ -587,6 +587,7 @@ def test_collect_and_load(tmp_path):
     np.testing.assert_allclose(ds.meta["action_mean"], real.mean(0), rtol=1e-6)
     np.testing.assert_allclose(ds.meta["action_std"], real.std(0), rtol=1e-6)
     assert ds.meta["env"] == "pushT" and ds.meta["img"] == 32 and ds.meta["steps"] == 30 and ds.meta["policy"] == 1
+    assert ds.meta["world"] == 2   # the T drawn in two colours
     ds1 = load_dataset(collect_tiny(tmp_path / "b", workers=1))
     for k in ("frames", "actions", "states", "episodes"):
         assert np.array_equal(getattr(ds, k), getattr(ds1, k)), k
@@ -839,7 +840,7 @@ def test_a_non_default_config_round_trips_through_a_checkpoint(tmp_path):
     cfg = tiny(dim=48, subspaces=8, num_proj=40, pred_layers=1, enc_layers=1, frameskip=4, lam=0.05, reg_seed=3, img=24)
     model = JEPA(cfg)
     sj.save_checkpoint(str(tmp_path / "c.pt"), model=model.state_dict(), config=dataclasses.asdict(cfg), step=7,
-                       env="pushT", action_mean=[0.0, 0.0], action_std=[1.0, 1.0])
+                       env="pushT", world=sj.PushT.version, action_mean=[0.0, 0.0], action_std=[1.0, 1.0])
     loaded, ckpt = sj.load_model(str(tmp_path / "c.pt"))
     assert loaded.cfg == cfg and ckpt["step"] == 7
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
@@ -1220,6 +1221,8 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
     state = torch.load(ckpt, weights_only=True)
     state["model"]["predictor.blocks.0.attn.qkv.bias"] = torch.zeros(3 * 4 * 32)
     torch.save(state, older)
+    drawn = str(tmp_path / "drawn.pt")              # trained on frames an earlier version of its world drew
+    torch.save({**torch.load(ckpt, weights_only=True), "world": 0}, drawn)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     nan_data = str(tmp_path / "nan_data")
@@ -1233,6 +1236,9 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
     subprocess.run(["cp", "-r", data64, str(stale)], check=True)
     meta = json.load(open(stale / "meta.json"))
     json.dump({**meta, "policy": 0}, open(stale / "meta.json", "w"))
+    redrawn = tmp_path / "redrawn"                  # frames an earlier version of the world drew
+    subprocess.run(["cp", "-r", small_data, str(redrawn)], check=True)
+    json.dump({**json.load(open(redrawn / "meta.json")), "world": 0}, open(redrawn / "meta.json", "w"))
     train = ["train.py", "--data", small_data, "--out", str(tmp_path / "new.pt"), *TINY_TRAIN]
     plan = ["plan.py", "--ckpt", ckpt, "--device", "cpu"]
     cases = {   # (argv, what the line must say)
@@ -1252,9 +1258,12 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             ([*plan, "--json", str(blocker / "x.json")], "cannot write"),
             (["train.py", "--env", "twoRoom", "--out", str(tmp_path / "new.pt"), *TINY_TRAIN],
              "data/twoRoom-64px was collected by version 0 of the twoRoom data policy, this code's is 1: delete it"),
+            ([*train, "--data", str(redrawn)], "holds frames drawn by version 0 of the twoRoom world, this code draws "
+                                               "version 1: delete it"),
         ],
         "slow": [
             (["plan.py", "--ckpt", older], "holds another version's model"),
+            (["plan.py", "--ckpt", drawn], "was trained on frames drawn by version 0 of the twoRoom world"),
             (["train.py", "--data", small_data, "--out", older, "--resume"], "holds another version's model"),
             (["plan.py", "--policy", "random", "--data", small_data, "--probe"], "--probe and --prediction diagnose a model"),
             ([*train, "--subspaces", "7"], "does not divide the embedding width 96"),

@@ -113,7 +113,8 @@ def save():   # rank 0 writes; the others hold the same weights
     if rank == 0:
         sj.save_checkpoint(out, model=model.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
                            step=step, env=args.env, data=os.path.abspath(data), generator=gen.get_state(),
-                           action_mean=ds.meta["action_mean"], action_std=ds.meta["action_std"], run=run)
+                           action_mean=ds.meta["action_mean"], action_std=ds.meta["action_std"], run=run,
+                           world=ds.meta.get("world", 1))
 
 
 def diverged(what, value):
@@ -237,8 +238,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     ds = None
     if os.path.exists(data) or args.data is not None:
         ds = sj.load_dataset(data)
-        if args.data is None and not ckpt:   # the default dataset must be today's
-            sj.current_policy(ds, data)
+        sj.current_data(ds, data, default=args.data is None and not ckpt)   # a default dataset must be today's
         if args.episodes is not None and args.episodes != ds.meta["episodes"]:
             raise sj.InputError(f"{data} holds {ds.meta['episodes']} episodes, not --episodes {args.episodes}: delete "
                                 f"it (rm -r {data}) to collect {args.episodes}, or leave --episodes out to use it")
