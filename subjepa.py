@@ -957,8 +957,8 @@ class PushT(_MujocoEnv):
     def render(self):
         out, q = self.bg.copy(), self.data.qpos
         c, s = math.cos(q[4]), math.sin(q[4])
-        # the stem (green) reaches 15 units under the bar (orange), drawn over it: no anti-aliasing seam. Two
-        # colours make the angle the direction from one patch of colour to the other (README, pushT's angle)
+        # the stem (green) first, reaching 15 units under the bar (orange), then the bar: no anti-aliasing seam.
+        # Two colours make the angle the direction from one patch of colour to the other (README: pushT)
         for (x, y, hx, hy), color in zip(((0.0, T_BOXES[1][1] - 7.5, 15.0, 52.5), T_BOXES[0]),
                                          (rgb(60, 150, 80), rgb(235, 120, 50))):
             self.canvas.box(out, q[2] + c * x - s * y, q[3] + s * x + c * y, hx, hy, q[4], color)
@@ -1510,8 +1510,8 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
         real[L - 1::L] = False  # the padding rows
         offsets = np.arange(0, N + 1, L, dtype=np.int64)
         np.save(os.path.join(tmp, "episodes.npy"), offsets)
-        meta = dict(format=FORMAT, env=name, world=env.version, policy=getattr(POLICIES[name], "version", 1), img=img, steps=steps,
-                    episodes=episodes, seed=seed,
+        meta = dict(format=FORMAT, env=name, world=env.version, policy=getattr(POLICIES[name], "version", 1),
+                    img=img, steps=steps, episodes=episodes, seed=seed,
                     action_mean=actions[real].mean(0, dtype=np.float64).tolist(),
                     action_std=actions[real].std(0, dtype=np.float64).tolist())
         del frames, actions, states
