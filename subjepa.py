@@ -959,7 +959,8 @@ class PushT(_MujocoEnv):
         c, s = math.cos(q[4]), math.sin(q[4])
         # the stem (green) first, reaching 15 units under the bar (orange), then the bar: no anti-aliasing seam.
         # Two colours make the angle the direction from one patch of colour to the other (README: pushT)
-        for (x, y, hx, hy), color in zip(((0.0, T_BOXES[1][1] - 7.5, 15.0, 52.5), T_BOXES[0]),
+        (bx, by, bhx, bhy), (sx, sy, shx, shy) = T_BOXES
+        for (x, y, hx, hy), color in zip(((sx, sy - 7.5, shx, shy + 7.5), (bx, by, bhx, bhy)),
                                          (rgb(60, 150, 80), rgb(235, 120, 50))):
             self.canvas.box(out, q[2] + c * x - s * y, q[3] + s * x + c * y, hx, hy, q[4], color)
         self.canvas.circle(out, q[0], q[1], self.R, rgb(50, 90, 220))
