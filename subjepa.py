@@ -30,7 +30,7 @@ import tempfile
 import sys
 import time
 import zlib
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -41,7 +41,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 
@@ -123,18 +122,33 @@ WORLD_RECIPES = {
 
 
 class Attention(nn.Module):
+    written_out = False   # set by `precision` on a CPU under bf16, where it is the faster (README)
+
     def __init__(self, dim, heads, head_dim, causal=False, bias=True, dropout=0.0):
         super().__init__()
         self.heads, self.causal, self.dropout = heads, causal, dropout
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=bias)
         self.proj = nn.Linear(heads * head_dim, dim)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
+        """x (B, T, dim). cache (a rollout's): a list holding the keys and values of the frames before x,
+        which a causal mask leaves unchanged; x then brings one new frame, and its own are added."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, h, T, hd)
-        # fused kernel for softmax(q k^T / sqrt(hd) + causal mask) v, with dropout on the attention weights
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=self.causal)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+            cache[:] = k, v
+        causal = self.causal and T > 1  # one new frame sees every earlier one
+        drop = self.dropout if self.training else 0.0
+        if not Attention.written_out:   # fused kernel for softmax(q k^T / sqrt(hd) + causal mask) v,
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=causal)  # dropout on the weights
+        else:                           # the same, written out
+            s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)              # (B, h, T, T)
+            if causal:
+                s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+            p = s.softmax(-1)
+            y = (F.dropout(p, drop) if drop else p) @ v
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -158,12 +172,12 @@ class Block(nn.Module):
             self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
             self.inner1, self.inner2 = nn.LayerNorm(dim), nn.LayerNorm(dim)   # after the modulation
 
-    def forward(self, x, c=None):
+    def forward(self, x, c=None, cache=None):
         if self.ada is None:
             x = x + self.drop(self.attn(self.norm1(x)))
             return x + self.drop(self.mlp(self.norm2(x)))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # 6 x (B, T, D)
-        x = x + gate1 * self.drop(self.attn(self.inner1(self.norm1(x) * (1 + scale1) + shift1)))
+        x = x + gate1 * self.drop(self.attn(self.inner1(self.norm1(x) * (1 + scale1) + shift1), cache))
         return x + gate2 * self.drop(self.mlp(self.inner2(self.norm2(x) * (1 + scale2) + shift2)))
 
 
@@ -260,11 +274,14 @@ class Predictor(nn.Module):
             for _ in range(cfg.pred_layers))
         self.norm = nn.LayerNorm(D)
 
-    def forward(self, z, a):               # z (B, T, D), a (B, T, F*A) with T <= history
+    def forward(self, z, a, cache=None):  # z (B, T, D), a (B, T, F*A) with T <= history
+        """cache (a rollout's): one list per block (`Attention`); z and a then hold the frames after those
+        cached, which start at position `start`."""
+        start = cache[0][0].shape[2] if cache and cache[0] else 0
         c = self.action_encoder(a)         # (B, T, D)
-        x = z + self.pos[:, :z.shape[1]]
-        for block in self.blocks:
-            x = block(x, c)
+        x = z + self.pos[:, start:start + z.shape[1]]
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, cache and cache[i])
         return self.norm(x)                # (B, T, D)
 
 # -----------------------------------------------------------------------------
@@ -522,14 +539,21 @@ class JEPA(nn.Module):
         B, T, D = z.shape
         return self.pred_proj(self.predictor(z, a).flatten(0, 1)).view(B, T, D)
 
-    def rollout(self, z, actions):
+    def rollout(self, z, actions, cached=True):
         """Autoregressive prediction feeding its own outputs back. z (B, T0, D) are known embeddings,
         actions (B, T, F*A) with T >= T0 hold the block taken after each frame; returns (B, T+1, D):
-        the T0 given embeddings followed by T+1-T0 predicted ones."""
+        the T0 given embeddings followed by T+1-T0 predicted ones. Until the history is full, the frames
+        keep their positions and a causal predictor's keys and values of the earlier ones do not change:
+        they are cached (`Attention`), and each step adds only the newest frame (README). cached=False
+        recomputes them, as the official code does."""
+        cache = [[] for _ in self.predictor.blocks]
         for t in range(z.shape[1], actions.shape[1] + 1):
-            ctx = z[:, -self.cfg.history:]                 # the last <= 3 frames
-            h = self.predictor(ctx, actions[:, t - ctx.shape[1]:t])[:, -1]   # (B, D): only the newest is needed,
-            z = torch.cat([z, self.pred_proj(h)[:, None]], 1)                # so only it goes through pred_proj
+            if t > self.cfg.history or not cached:   # beyond the history the window slides: every frame moves
+                cache, start = None, max(t - self.cfg.history, 0)
+            else:
+                start = cache[0][0].shape[2] if cache[0] else 0
+            h = self.predictor(z[:, start:], actions[:, start:t], cache)[:, -1]  # (B, D): only the newest is
+            z = torch.cat([z, self.pred_proj(h)[:, None]], 1)                     # needed, so only it goes through pred_proj
         return z
 
     def loss(self, frames, actions):
@@ -1912,14 +1936,18 @@ def cpu_has_bf16():
 
 @contextmanager
 def precision(device, bf16):
-    """Where the fast path computes: bf16 autocast, and on a CPU the plain (math) attention kernel, as the
-    fused CPU kernel's bf16 backward costs more than the bf16 matmuls save (measured: 4x its fp32 time)."""
+    """Where the fast path computes: bf16 autocast, and on a CPU attention written out (`Attention`): the
+    fused CPU kernel's bf16 backward costs more than the bf16 matmuls save (measured: 4x its fp32 time),
+    and PyTorch's plain one copies more than it computes on the predictor's 3 tokens (README)."""
     if not bf16:
         yield
         return
-    with torch.autocast(device.type, dtype=torch.bfloat16), \
-            (sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else nullcontext()):
-        yield
+    keep, Attention.written_out = Attention.written_out, device.type == "cpu"
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        Attention.written_out = keep
 
 
 def join_ranks(device):
