@@ -143,12 +143,15 @@ class Attention(nn.Module):
         drop = self.dropout if self.training else 0.0
         if not Attention.written_out:   # fused kernel for softmax(q k^T / sqrt(hd) + causal mask) v,
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=causal)  # dropout on the weights
-        else:                           # the same, written out
-            s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)              # (B, h, T, T)
+        else:                           # the same, written out; over a few frames compiled, as products
+            few = torch.compiler.is_compiling() and k.shape[2] <= 4   # that the compiler fuses (README)
+            q = q * q.shape[-1] ** -0.5
+            s = (q[..., None, :] * k[..., None, :, :]).sum(-1) if few else q @ k.transpose(-1, -2)  # (B, h, T, T)
             if causal:
                 s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
             p = s.softmax(-1)
-            y = (F.dropout(p, drop) if drop else p) @ v
+            p = F.dropout(p, drop) if drop else p
+            y = (p[..., None] * v[..., None, :, :]).sum(-2) if few else p @ v                        # (B, h, T, hd)
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 

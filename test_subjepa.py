@@ -772,6 +772,31 @@ def test_rollout_uses_the_right_action_block_at_every_step():
         assert moved.tolist() == [i > t for i in range(6)], (t, moved)
 
 
+def test_cached_rollout_and_written_out_attention_compute_what_the_plain_ones_do(monkeypatch):
+    """The rollout's cache of keys and values gives the rollout that recomputes them (cached=False, the
+    official code's work), from 1 to 4 given frames; attention written out (the CPU's bf16 path) gives what
+    PyTorch's fused kernel gives, causal and not, and so do its products over a few frames, compiled; `precision` sets it on a CPU under bf16 only, and puts it back
+    even when the work inside fails."""
+    model = acting(tiny(dropout=0.0))
+    a = torch.randn(3, 6, 10)
+    for given in (1, 2, 3, 4):
+        z0 = torch.randn(3, given, 32)
+        assert torch.allclose(model.rollout(z0, a), model.rollout(z0, a, cached=False), atol=1e-5), given
+    frames = torch.randint(0, 256, (3, 2, 3, 16, 16), dtype=torch.uint8)
+    z0 = torch.randn(3, 1, 32)
+    fused = model.encode(frames), model.rollout(z0, a, cached=False), model.rollout(z0, a)
+    monkeypatch.setattr(sj.Attention, "written_out", True)
+    compiled = torch.compile(JEPA.rollout, backend="aot_eager")   # compiled, a few frames take products instead
+    for x, y in zip(fused, (model.encode(frames), model.rollout(z0, a, cached=False), compiled(model, z0, a))):
+        assert torch.allclose(x, y, atol=1e-5)
+    monkeypatch.undo()
+    for bf16 in (True, False):
+        with pytest.raises(ZeroDivisionError), sj.precision(torch.device("cpu"), bf16):
+            assert sj.Attention.written_out is bf16
+            1 / 0
+        assert sj.Attention.written_out is False
+
+
 def test_plan_minimises_each_episodes_own_cost_at_the_last_step():
     """With the encoder and rollout replaced by known maps, plan() finds, for each episode, actions whose
     LAST predicted embedding reaches THAT episode's goal (earlier predictions are decoys)."""
@@ -1369,7 +1394,7 @@ def test_compiled_loss_and_gradients_equal_eager():
 
 
 def test_bf16_loss_is_close_to_fp32():
-    """In the CPU fast path's precision (bf16 autocast, plain attention kernel) the losses and their gradients stay
+    """In the CPU fast path's precision (bf16 autocast, attention written out) the losses and their gradients stay
     within bf16's tolerance of fp32 (the regularizer itself runs in fp32)."""
     torch.manual_seed(0)
     model = JEPA(tiny(dropout=0.0))
