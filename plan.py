@@ -91,27 +91,35 @@ if __name__ == "__main__":
         fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
         paths = {}
         for name, fast in (("eager fp32", False), (fast_name, True)):
-            torch.manual_seed(0)   # the same weights for both
+            torch.manual_seed(0)   # the same weights for both, all at random (AdaLN-zero's gates too: plans then matter)
             model = sj.JEPA(cfg).to(device).eval()
+            with torch.no_grad():
+                for w in model.parameters():
+                    w.add_(0.1 * torch.randn_like(w))
             if not fast:   # the official code's work: no keys and values cached across blocks
                 model.rollout = functools.partial(sj.JEPA.rollout, model, cached=False)
             paths[name] = model, speed_up(model, fast)
         for E in sorted({1, args.episodes}):
             frames = torch.randint(0, 256, (2, E, 3, cfg.img, cfg.img), dtype=torch.uint8, device=device)
-            ms = {name: [] for name in paths}
+            ms, plans = {name: [] for name in paths}, {}
             for i in range(4):   # the paths take turns, a solve each; the first compiles and warms up
                 for name, (model, ctx) in paths.items():
                     gen = torch.Generator(device=device).manual_seed(0)
                     sj.synchronize(device)
                     t0 = time.perf_counter()
                     with ctx():
-                        model.plan(*frames, args.horizon, gen, **cem_kwargs)
+                        plans[name] = model.plan(*frames, args.horizon, gen, **cem_kwargs)
                     sj.synchronize(device)
                     ms[name].append(1000 * (time.perf_counter() - t0))
-            for name in paths:
-                print(f"{name:16s} {E:3d} episodes: {min(ms[name][1:]):9.1f} ms per solve "
-                      f"({E * flops / min(ms[name][1:]) / 1e9:.3g} TFLOP/s)")
-            print(f"speed-up at {E} episodes: {min(ms['eager fp32'][1:]) / min(ms[fast_name][1:]):.2f}x")
+            best = {name: min(t[1:]) for name, t in ms.items()}
+            for name, t in best.items():
+                print(f"{name:16s} {E:3d} episodes: {t:9.1f} ms per solve ({E * flops / t / 1e9:.3g} TFLOP/s)")
+            plain = paths["eager fp32"][0]
+            with torch.no_grad():   # the same answer: what the plain model says each path's plans cost
+                z0, zg = (plain.encode(f[:, None]) for f in frames)
+                cost = {name: plain.cost(z0, zg, p[:, None]).mean().item() for name, p in plans.items()}
+            print(f"speed-up at {E} episodes: {best['eager fp32'] / best[fast_name]:.2f}x; the plans' cost in the plain "
+                  f"model: {cost['eager fp32']:.4g} and {cost[fast_name]:.4g} ({100 * (cost[fast_name] / cost['eager fp32'] - 1):+.1f}%)")
         raise SystemExit
 
     # -----------------------------------------------------------------------------

@@ -1440,7 +1440,10 @@ def test_bench_modes_time_every_path_and_print_the_ratios():
     r = script("plan.py", "--bench", "--small", "--no-compile", "--samples", "20", "--elites", "4", "--iters", "1",
                "--episodes", "2")
     assert len(re.findall(r"episodes: +[\d.]+ ms per solve", r.stdout)) == 4, r.stdout
-    assert re.search(r"^speed-up at 1 episodes: [\d.]+x\nspeed-up at 2 episodes: [\d.]+x$", r.stdout, re.M), r.stdout
+    ratios = re.findall(r"^speed-up at (\d) episodes: [\d.]+x; the plans' cost in the plain model: ([\d.e+-]+) and "
+                        r"([\d.e+-]+) \(([+-][\d.]+)%\)$", r.stdout, re.M)
+    assert [e for e, *_ in ratios] == ["1", "2"], r.stdout
+    assert all(abs(float(b) / float(a) - 1) < 0.05 for _, a, b, _ in ratios), r.stdout   # bf16 plans as good
 
 
 @pytest.mark.slow
@@ -1451,7 +1454,8 @@ def test_trained_model_plans_far_better_than_random(tmp_path, alive):
     model drew 128 directions: model 80%, 80%, 30% against random 13%, 17%, 20%. Short training is not
     always this good, hence the modest margin. With 512 directions, on two threads (CI's): 26/30 against 4/30; with
     the official predictor blocks and the CPU fast path: 23/30 against 4/30; with directions and dropout seeded
-    by the step (now): 20/30 against 4/30 (and 3/30 while a bug gave both the same seed)."""
+    by the step: 20/30 against 4/30 (and 3/30 while a bug gave both the same seed); with attention written out and
+    the rollout cached (now, the Intel Xeon): 19/30 against 4/30."""
     data, ckpt = str(tmp_path / "twoRoom"), str(tmp_path / "model.pt")
     alive("collecting 300 twoRoom episodes")
     sj.collect("twoRoom", data, episodes=300, steps=100, workers=2)
