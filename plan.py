@@ -85,9 +85,6 @@ if __name__ == "__main__":
 
     if args.bench:   # random weights and frames: speed does not depend on them
         cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
-        flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
-        print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
-              f"{flops / 1e12:.3f} TFLOP of predictor matmuls per episode")
         fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
         paths = {}
         for name, fast in (("eager fp32", False), (fast_name, True)):
@@ -99,6 +96,9 @@ if __name__ == "__main__":
             if not fast:   # the official code's work: no keys and values cached across blocks
                 model.rollout = functools.partial(sj.JEPA.rollout, model, cached=False)
             paths[name] = model, speed_up(model, fast)
+        flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
+        print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "
+              f"{flops / 1e12:.3f} TFLOP of predictor matmuls per episode")
         for E in sorted({1, args.episodes}):
             frames = torch.randint(0, 256, (2, E, 3, cfg.img, cfg.img), dtype=torch.uint8, device=device)
             ms, plans = {name: [] for name in paths}, {}

@@ -81,6 +81,11 @@ class Config:
     lam: float = 0.09         # lambda, weight of the regularizer (paper: 0.09)
     reg_seed: int = 0         # seed of the frozen Sub-JEPA subspaces
 
+    def __post_init__(self):
+        if self.img % self.patch:
+            raise InputError(f"image size {self.img} is not a multiple of the patch size {self.patch}: pass an --img "
+                             "that --patch divides (64 with 8, 224 with 14)")
+
 
 # What differs between the four worlds: the action size and the paper's number of subspaces.
 PRESETS = {
@@ -239,8 +244,6 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        if cfg.img % cfg.patch:
-            raise InputError(f"image size {cfg.img} is not a multiple of the patch size {cfg.patch}")
         n = (cfg.img // cfg.patch) ** 2
         self.patchify = nn.Conv2d(3, cfg.dim, cfg.patch, stride=cfg.patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))

@@ -1302,6 +1302,8 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             (["subjepa.py", "--collect", "twoRoom", "--out", small_data], "already exists"),
             (["plan.py", "--env", "twoRoom", "--policy", "random"], "collected by version 0 of the twoRoom data policy"),
             (["subjepa.py", "--collect", "twoRoom", "--episodes", "0"], "--episodes: 0 is not at least 1"),
+            (["train.py", "--env", "twoRoom", "--out", str(tmp_path / "new.pt"), *TINY_TRAIN, "--img", "30"],
+             "image size 30 is not a multiple of the patch size 8: pass an --img"),   # before collecting its data
         ],
     }[tier]
     argvs = [[sys.executable, *(os.path.join(HERE, a) if a.endswith(".py") else a for a in argv)] for argv, _ in cases]
@@ -1316,6 +1318,7 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
         assert rc != 0 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
     assert open(ckpt, "rb").read() == before and not (tmp_path / "new.pt").exists()
     assert not (tmp_path / "runs").exists()   # checking where to write made no folder
+    assert not (tmp_path / "data" / "twoRoom-30px").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
