@@ -552,14 +552,13 @@ class JEPA(nn.Module):
         keep their positions and a causal predictor's keys and values of the earlier ones do not change:
         they are cached (`Attention`), and each step adds only the newest frame (README). cached=False
         recomputes them, as the official code does."""
-        cache = [[] for _ in self.predictor.blocks]
+        cache, start = [[] for _ in self.predictor.blocks], 0
         for t in range(z.shape[1], actions.shape[1] + 1):
             if t > self.cfg.history or not cached:   # beyond the history the window slides: every frame moves
                 cache, start = None, max(t - self.cfg.history, 0)
-            else:
-                start = cache[0][0].shape[2] if cache[0] else 0
             h = self.predictor(z[:, start:], actions[:, start:t], cache)[:, -1]  # (B, D): only the newest is
             z = torch.cat([z, self.pred_proj(h)[:, None]], 1)                     # needed, so only it goes through pred_proj
+            start = t                                # with the cache, the next step brings the newest frame only
         return z
 
     def loss(self, frames, actions):
