@@ -174,7 +174,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
                     if k not in given}                             # what the recipe changes for this world
     run = {**dict.fromkeys(RUN_FLAGS), "seed": 0, "img": 64, "patch": 8, **sj.RECIPES[recipe], **world_recipe,
            **given, "recipe": recipe}
-    make_config(run["img"], sj.PRESETS[args.env]["action_dim"])   # a bad --img / --patch fails now, not after collecting
+    cfg = make_config(run["img"], sj.PRESETS[args.env]["action_dim"])   # a bad --img / --patch fails now, not after collecting
     warmup = run["warmup"] if run["warmup"] is not None else run["steps"] // 20
     torch.manual_seed(run["seed"])
     gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order (the same on every rank)
@@ -184,7 +184,6 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         use_compile = use_bf16 and (args.bench or run["steps"] >= 1000)   # its minute of compiling (README)
 
     if args.bench:   # synthetic frames resident on the device; the paper's model unless --small
-        cfg = make_config(run["img"], sj.PRESETS[args.env]["action_dim"])
         batch = run["batch"]
         fake = sj.Dataset(frames=torch.randint(0, 256, (4096, cfg.img, cfg.img, 3), dtype=torch.uint8).numpy(),
                           actions=torch.randn(4096, cfg.action_dim).numpy(), states=None,
