@@ -573,14 +573,18 @@ class JEPA(nn.Module):
     def forward(self, frames, actions):   # the loss: DistributedDataParallel calls the model
         return self.loss(frames, actions)
 
-    def compiled_loss(self, net=None, **compile_kwargs):
+    def compiled_loss(self, net=None, whole=True, **compile_kwargs):
         """The loss (of `net`, a wrapper such as DistributedDataParallel, or of the model) under torch.compile.
         The regularizer stays outside the graph (its autograd Function sums over ranks); on a CPU its two
         passes over h are compiled on their own, in real arithmetic (`EppsPulley.powers`, `series`): faster
-        than the eager complex ones at K=32 (README). Not on CUDA: not measured there yet. (The
-        compiler is imported here, not with this file: it costs a second.)"""
-        self.reg.forward = torch.compiler.disable(self.reg.forward)
+        than the eager complex ones at K=32 (README). Not on CUDA: not measured there yet. whole=False
+        compiles those two alone and leaves the rest eager: a CPU without native bf16, where compiling the
+        model does not pay and compiling the regularizer does (README). (The compiler is imported here, not
+        with this file: it costs a second.)"""
         self.reg.fused = compile_kwargs.get("backend", "inductor") if self.mean.device.type == "cpu" else None
+        if not whole:
+            return net or self
+        self.reg.forward = torch.compiler.disable(self.reg.forward)
         return torch.compile(net or self, **compile_kwargs)
 
     @torch.no_grad()

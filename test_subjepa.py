@@ -1378,22 +1378,25 @@ def test_resident_frames_give_the_same_clips(small_data):
 def test_compiled_loss_and_gradients_equal_eager():
     """torch.compile's graph of the loss (with the hand-written regularizer backward) gives the eager losses and gradients.
     (On CPU the graph runs through aot_eager, which is quick to build; `train.py --bench` compares Inductor's.) On a CPU
-    the compiled loss also runs the regularizer's fused kernels: they must give what the eager complex ones give."""
+    the compiled loss also runs the regularizer's fused kernels: they must give what the eager complex ones give, with
+    the rest of the model compiled or (whole=False, the default on CPUs without native bf16) eager."""
     torch.manual_seed(0)
     model = JEPA(tiny(dropout=0.0))
     frames = torch.randint(0, 256, (8, 4, 3, 16, 16), dtype=torch.uint8)
     actions = torch.randn(8, 3, 10)
     outs = []
-    for compiled in (False, True):                    # (compiled_loss switches the regularizer to its fused kernels)
-        fn = model.compiled_loss(backend="aot_eager") if compiled else model.loss
+    for compiled in (None, "regularizer", "whole"):   # (compiled_loss switches the regularizer to its fused kernels)
+        fn = model.compiled_loss(backend="aot_eager", whole=compiled == "whole") if compiled else model.loss
         assert model.reg.fused == ("aot_eager" if compiled else None)
+        assert (fn is model) == (compiled == "regularizer")   # the regularizer alone: the model itself, not compiled
         torch.manual_seed(1)                          # the same regularizer directions
         losses = fn(frames, actions)
         grads = torch.autograd.grad(losses[0], list(model.parameters()))
         outs.append((torch.stack(losses), grads))
-    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-5)
-    # (the fused kernels sum in another order: a near-zero entry may differ by ~1e-8, so atol 1e-7)
-    assert all(torch.allclose(g, h, rtol=1e-4, atol=1e-7) for g, h in zip(outs[0][1], outs[1][1]))
+    for out in outs[1:]:
+        assert torch.allclose(outs[0][0], out[0], rtol=1e-5)
+        # (the fused kernels sum in another order: a near-zero entry may differ by ~1e-8, so atol 1e-7)
+        assert all(torch.allclose(g, h, rtol=1e-4, atol=1e-7) for g, h in zip(outs[0][1], out[1]))
 
 
 def test_bf16_loss_is_close_to_fp32():

@@ -49,7 +49,7 @@ p.add_argument("--out", default=None, help="checkpoint path (default: runs/<env>
 p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is --out")
 p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out with a new run")
 p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
-p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the loss (default: on for CUDA; on a CPU with bf16, for runs of 1000 steps or more)")
+p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the loss (default: on for CUDA; on a CPU, for runs of 1000 steps or more: the loss with bf16, the regularizer alone without)")
 p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA and for CPUs with native bf16 matmuls)")
 p.add_argument("--seed", type=sj.number(int, 0), default=None, help="seed of the model, the clip order, the dropout and the regularizer's directions (default 0)")
 p.add_argument("--log-every", type=sj.number(int, 1), default=250, help="steps between log lines, validation and checkpoints")
@@ -180,8 +180,10 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
     gen = torch.Generator(device=device).manual_seed(run["seed"])   # clip order (the same on every rank)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    if use_compile is None:   # on a CPU, with bf16 (in fp32 it does not pay), on runs long enough to pay back
-        use_compile = use_bf16 and (args.bench or run["steps"] >= 1000)   # its minute of compiling (README)
+    if use_compile is None:   # on a CPU, on runs long enough to pay back its minute of compiling: the loss with
+        long_run = args.bench or run["steps"] >= 1000   # bf16; in fp32, where the rest does not pay, the regularizer's
+        use_compile = (True if use_bf16 else "regularizer") if long_run else False   # kernels alone (README)
+    compiled = lambda model, net: model.compiled_loss(net, whole=use_compile is True) if use_compile else net
 
     if args.bench:   # synthetic frames resident on the device; the paper's model unless --small
         batch = run["batch"]
@@ -195,13 +197,14 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
               + (f"per process x {ranks} processes " if ranks > 1 else "") +
               f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
               + ("and process " if ranks > 1 else "") + "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
-        fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
+        fast_name = " + ".join(["compile" + (" (regularizer)" if use_compile == "regularizer" else "")] * bool(use_compile)
+                               + ["bf16"] * use_bf16) or "eager again"
         def bench_path(name, fast, c):   # the same weights and batches for every path
             torch.manual_seed(run["seed"])
             model = sj.JEPA(c).to(device).train()
             net = model if ranks == 1 else DistributedDataParallel(model)
             return dict(name=name, model=model, opt=torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3),
-                        loss_fn=model.compiled_loss(net) if fast and use_compile else net,
+                        loss_fn=compiled(model, net) if fast else net,
                         ctx=lambda: sj.precision(device, fast and use_bf16), seconds=0.0, comm=0.0,
                         gen=torch.Generator(device=device).manual_seed(run["seed"]))
 
@@ -298,7 +301,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
         + ", ".join(f"{k} {v}" for k, v in run.items())
         + f"; reg of Gaussian embeddings: {model.reg.null():.2f}")
     net = model if ranks == 1 else DistributedDataParallel(model)
-    loss_fn = model.compiled_loss(net) if use_compile else net
+    loss_fn = compiled(model, net)
 
     # -------------------------------------------------------------------------
     # training loop
