@@ -150,11 +150,15 @@ if __name__ == "__main__":
         raise sj.InputError(f"--probe and --prediction diagnose a model: drop --policy {args.policy}")
     diagnostics = {}
     if args.probe:
-        r2, nn, px = sj.probe(model, ds)
-        diagnostics.update(probe_r2=r2, probe_r2_neighbours=nn, probe_r2_pixels=px)
+        r2, nn, px, spread = sj.probe(model, ds)
+        rms, rms_nn = sj.probe_rms(r2, spread), sj.probe_rms(nn, spread)
+        diagnostics.update(probe_r2=r2, probe_r2_neighbours=nn, probe_r2_pixels=px, probe_rms=rms,
+                           probe_rms_neighbours=rms_nn)
         print("linear probe, R^2 on held-out frames (1: read off linearly, 0: not at all), from the embeddings "
               "(their 5 nearest neighbours: held at all?; linearly from 8x8 pixels): "
               + ", ".join(f"{k} {v:.3f} ({nn[k]:.3f}; {px[k]:.3f})" for k, v in r2.items()))
+        print("  the same as RMS errors in the world's units, to set beside its success tolerance (README): "
+              + ", ".join(f"{k} {v:.3g} ({rms_nn[k]:.3g})" for k, v in rms.items()))
     if args.prediction:
         diagnostics.update(q := sj.prediction_quality(model, ds))
         print("rollout error after 1..5 blocks, relative to the embeddings' variance (0 perfect, 1 useless): "

@@ -1766,7 +1766,9 @@ def probe(model, ds, rows=2000, seed=0):
     Returns R^2 per quantity (1: read off linearly; 0: no better than the mean): from the embeddings; from
     their 5 nearest neighbours among the fit frames (held at all, linearly or not: near 0 or below, the
     embeddings do not hold it); and, as a yardstick, linearly from the pixels themselves (8 x 8, averaged):
-    what the pixels give linearly and the embeddings do not, the encoder has not learned."""
+    what the pixels give linearly and the embeddings do not, the encoder has not learned. Then each quantity's
+    spread (standard deviation) over the held-out frames: a probe's RMS error, in the world's own units to set
+    beside the success tolerance, is sqrt(1 - R^2) times it (`probe_rms`)."""
     env, rng = make_env(ds.meta["env"], ds.meta["img"]), np.random.default_rng(seed)
     fit, test = held_out_rows(ds, rows, 0, rng, held=False), held_out_rows(ds, rows, 0, rng)
     (names, y_fit), y_test = env.observables(ds.states[fit]), env.observables(ds.states[test])[1]
@@ -1775,7 +1777,11 @@ def probe(model, ds, rows=2000, seed=0):
     z_fit, z_test = embed(model, ds.frames[fit]), embed(model, ds.frames[test])
     r2s = (ridge_r2(z_fit, y_fit, z_test, y_test), neighbours_r2(z_fit, y_fit, z_test, y_test),
            ridge_r2(pixels(fit), y_fit, pixels(test), y_test))
-    return [dict(zip(names, r.tolist())) for r in r2s]
+    return [dict(zip(names, r.tolist())) for r in (*r2s, y_test.std(0))]
+
+
+def probe_rms(r2, spread):   # a probe's RMS error in the quantity's own units, from its R^2 and the spread (`probe`)
+    return {k: math.sqrt(1 - v) * spread[k] for k, v in r2.items()}
 
 
 @torch.no_grad()

@@ -1030,6 +1030,7 @@ def test_main_command_works_in_an_empty_directory(tmp_path):
     result = json.loads((tmp_path / "runs/plan.json").read_text())
     assert result["episodes"] == 2 and list(result["probe_r2"]) == ["agent x", "agent y"]
     assert list(result["probe_r2_neighbours"]) == list(result["probe_r2_pixels"]) == ["agent x", "agent y"]
+    assert list(result["probe_rms"]) == ["agent x", "agent y"] and "RMS errors in the world's units" in r.stdout
     assert len(result["rollout_error"]) == 5 and 0 <= result["ranking"] <= 1 and "linear probe, R^2" in r.stdout
     assert result["ranking_by"] == {"agent": result["ranking"]}   # twoRoom's distance is the agent's
     assert list(result["error_by_plan"]) == ["data", "noisy", "random"] and "on the data's own actions" in r.stdout
@@ -1178,6 +1179,12 @@ def test_probes_read_what_the_embeddings_hold_and_not_noise():
     y = np.column_stack([np.sin(4 * angle), np.cos(4 * angle)])   # a function of what is held, not linear in it
     assert (np.abs(sj.ridge_r2(ring[fit], y[fit], ring[test], y[test])) < 0.05).all()
     assert (sj.neighbours_r2(ring[fit], y[fit], ring[test], y[test]) > 0.95).all()
+    # the RMS error in the quantity's own units: a probe that reads it up to noise of std 3 units errs by about 3
+    world = 50 * state[:, :1]                                  # a position of spread 50 units
+    blurred = world + 3 * rng.normal(size=(4000, 1))           # embeddings that hold it to within 3 units
+    r2 = sj.ridge_r2(blurred[fit], world[fit], blurred[test], world[test])
+    rms = sj.probe_rms({"x": r2[0]}, {"x": world[test].std()})["x"]
+    assert rms == pytest.approx(np.sqrt(np.mean((world[test] - blurred[test]) ** 2)), rel=0.1) and 2.5 < rms < 3.5
 
 
 def test_rankings_say_which_part_of_the_state_a_cost_follows():
