@@ -1619,7 +1619,12 @@ def test_torchrun_trains_resumes_and_plans_as_one_process(small_data, tmp_path, 
                       if k not in ("ms_per_solve", "wall_s", "episodes_per_solve", "processes")})
     # the same episodes, settings and successes; the closest approaches agree closely, not bitwise: each process
     # plans half the episodes, and a CPU's matmuls may round another batch size differently (AVX2: up to 7% here)
-    near = ("closest", "closest_median", "final_states")
+    # (the first solve's costs too: 1.4817288 against 1.4817318 on an AVX2 CPU; what they decide must agree)
+    near = ("closest", "closest_median", "final_states", "first_solve")
     assert {k: v for k, v in plans[0].items() if k not in near} == {k: v for k, v in plans[1].items() if k not in near}
-    assert plans[0]["closest"] == pytest.approx(plans[1]["closest"], rel=0.25)
+    (a, b), costs = (p["first_solve"] for p in plans), ("plan_cost", "data_cost")
+    assert {k: v for k, v in a.items() if k not in costs} == {k: v for k, v in b.items() if k not in costs}
+    assert all(a[k] == pytest.approx(b[k], rel=1e-4) for k in costs)
+    # (within a quarter of the success radius or 25%: a success's closest approach is small, 0.155 against 0.248 once on AVX2)
+    assert plans[0]["closest"] == pytest.approx(plans[1]["closest"], rel=0.25, abs=0.25)
     np.testing.assert_allclose(plans[0]["final_states"], plans[1]["final_states"], atol=16)   # within a success radius
