@@ -197,7 +197,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
               + (f"per process x {ranks} processes " if ranks > 1 else "") +
               f"clips of 4 frames at {cfg.img}px/patch {cfg.patch}, K={cfg.subspaces}: {flops / 1e12:.3f} TFLOP per step "
               + ("and process " if ranks > 1 else "") + "(matmuls, forward + backward = 3x forward); eager fp32 uses TF32 matmuls on CUDA")
-        fast_name = " + ".join(["compile" + (" (regularizer)" if use_compile == "regularizer" else "")] * bool(use_compile)
+        fast_name = " + ".join({True: ["compile"], "regularizer": ["compile (regularizer)"]}.get(use_compile, [])
                                + ["bf16"] * use_bf16) or "eager again"
         def bench_path(name, fast, c):   # the same weights and batches for every path
             torch.manual_seed(run["seed"])
