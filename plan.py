@@ -93,8 +93,9 @@ if __name__ == "__main__":
             with torch.no_grad():
                 for w in model.parameters():
                     w.add_(0.1 * torch.randn_like(w))
-            if not fast:   # the official code's work: no keys and values cached across blocks
-                model.rollout = functools.partial(sj.JEPA.rollout, model, cached=False)
+            if not fast:   # the official code's work: no keys and values cached across blocks, every
+                model.rollout = functools.partial(sj.JEPA.rollout, model, cached=False)   # candidate at once
+                model.ROWS = {}
             paths[name] = model, speed_up(model, fast)
         flops = sj.plan_flops(cfg, args.samples, args.iters, args.horizon)
         print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else device}: one CEM solve = {args.samples} samples x {args.iters} iterations x {args.horizon} blocks = "

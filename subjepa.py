@@ -615,12 +615,21 @@ class JEPA(nn.Module):
         shape = (len(obs), horizon, self.cfg.frameskip * self.cfg.action_dim)
         return cem(lambda a: self.cost(z0, zg, a), shape, generator=generator, device=obs.device, **cem_kwargs)
 
+    ROWS = {"cpu": 2048}   # candidates rolled out at once, by device: on a CPU, groups that stay in its caches
+
     def cost(self, z0, zg, plans):
         """The planning cost of plans (E, S, H, F*A) from z0 to zg (E, 1, D): the squared distance of the last
-        predicted embedding to the goal's -> (E, S)."""
+        predicted embedding to the goal's -> (E, S). On a CPU the episodes go in equal groups of at most ROWS
+        candidates (one shape for a compiled rollout): rows are independent, and the small model's activations
+        then stay in the caches, where all at once they would not (1.2-1.3x a solve; the same costs: README)."""
         E, S = plans.shape[:2]
-        z = self.rollout(z0.repeat_interleave(S, 0), plans.flatten(0, 1))[:, -1]  # (E*S, D)
-        return (z.view(E, S, -1) - zg).float().pow(2).sum(-1)
+        limit = self.ROWS.get(z0.device.type, E * S)
+        n = max(d for d in range(1, E + 1) if E % d == 0 and (d * S <= limit or d == 1))   # episodes a group
+        out = []
+        for i in range(0, E, n):
+            z = self.rollout(z0[i:i + n].repeat_interleave(S, 0), plans[i:i + n].flatten(0, 1))[:, -1]  # (n*S, D)
+            out.append((z.view(n, S, -1) - zg[i:i + n]).float().pow(2).sum(-1))
+        return torch.cat(out)
 
 # -----------------------------------------------------------------------------
 # FLOP counts (matrix multiplies only, 2 per multiply-add), for the benchmarks' utilisation figures

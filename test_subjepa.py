@@ -797,6 +797,23 @@ def test_cached_rollout_and_written_out_attention_compute_what_the_plain_ones_do
         assert sj.Attention.written_out is False
 
 
+def test_cost_in_groups_of_episodes_is_the_cost_of_all_at_once(monkeypatch):
+    """On a CPU, `cost` rolls the candidates out in equal groups of whole episodes (at most ROWS rows, one
+    episode when none fits): the costs are those of every candidate at once, in the same order."""
+    model = acting(tiny(dropout=0.0))
+    calls = []
+    rollout = model.rollout
+    model.rollout = lambda z, a: calls.append(len(z)) or rollout(z, a)
+    for E, limit, groups in ((6, 10, [10, 10, 10]), (5, 4, [5] * 5), (6, 1000, [30])):
+        z0, zg, plans = torch.randn(E, 1, 32), torch.randn(E, 1, 32), torch.randn(E, 5, 3, 10)
+        monkeypatch.setattr(JEPA, "ROWS", {})
+        whole = model.cost(z0, zg, plans)
+        monkeypatch.setattr(JEPA, "ROWS", {"cpu": limit})
+        calls.clear()
+        assert torch.allclose(model.cost(z0, zg, plans), whole, rtol=1e-6, atol=1e-6)
+        assert calls == groups, (E, limit, calls)
+
+
 def test_plan_minimises_each_episodes_own_cost_at_the_last_step():
     """With the encoder and rollout replaced by known maps, plan() finds, for each episode, actions whose
     LAST predicted embedding reaches THAT episode's goal (earlier predictions are decoys)."""
