@@ -621,7 +621,7 @@ class JEPA(nn.Module):
         """The planning cost of plans (E, S, H, F*A) from z0 to zg (E, 1, D): the squared distance of the last
         predicted embedding to the goal's -> (E, S). On a CPU the episodes go in equal groups of at most ROWS
         candidates (one shape for a compiled rollout): rows are independent, and the small model's activations
-        then stay in the caches, where all at once they would not (1.2-1.3x a solve; the same costs: README)."""
+        then stay in the caches, where all at once they would not (1.2-1.4x on an AVX2 CPU; the same costs: README)."""
         E, S = plans.shape[:2]
         limit = self.ROWS.get(z0.device.type, E * S)
         n = max(d for d in range(1, E + 1) if E % d == 0 and (d * S <= limit or d == 1))   # episodes a group
