@@ -771,7 +771,7 @@ class _Env(gym.Env):
     """Shared plumbing. reward = info["success"] = the success test against options["goal"] when one
     was given to reset (else 0 / False); never terminated or truncated: the caller picks the length."""
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-    version = 1   # of what the world draws: a dataset records it, and frames another version drew are refused
+    version = 1   # of the world (what it draws, how it moves): data and models of another version are refused
 
     def __init__(self, img, act_dim):
         self.img, self.render_mode, self.goal = img, "rgb_array", None
@@ -832,9 +832,14 @@ class _Env(gym.Env):
 
 class TwoRoom(_Env):
     """Point agent in two rooms joined by one door; plain kinematics, no physics engine.
-    state = [x, y] of the agent's centre, arena units (224 x 224, y pointing down the image)."""
+    state = [x, y] of the agent's centre, arena units (224 x 224, y pointing down the image).
+    The wall and the door are the reference world's: the centre passes the wall where it is within 15.75 of the
+    door's middle (its half-extent 14 plus a margin of 1.75, so the disc may overlap the drawn frame); a move that
+    would enter the wall elsewhere stops half a unit short of it in x, and y goes on (version 2; README)."""
     name = "twoRoom"
+    version = 2   # version 1 let the centre through within 7 of the door's middle only, and stopped y at its jambs
     SIZE, BORDER, WALL_X, WALL_HALF, DOOR_Y, DOOR_HALF, R, SPEED = 224.0, 14.0, 112.0, 5.0, 49.0, 14.0, 7.0, 5.0
+    DOOR_PASS = DOOR_HALF + 1.75            # how far from the door's middle the centre may pass
     LO, HI = BORDER + R, SIZE - BORDER - R  # where the centre may go
 
     def __init__(self, img=64):
@@ -847,27 +852,23 @@ class TwoRoom(_Env):
             cv.box(self.bg, self.WALL_X, (y0 + y1) / 2, self.WALL_HALF, (y1 - y0) / 2, 0.0, rgb(40, 45, 60))
         self.pos = np.full(2, 56.0)
 
-    def _blocked(self, x, y):
-        # inside the wall grown by the agent's radius, and not in line with the door
-        return abs(x - self.WALL_X) < self.WALL_HALF + self.R and abs(y - self.DOOR_Y) > self.DOOR_HALF - self.R
+    def _in_wall(self, x):   # the disc would touch the wall's band
+        return abs(x - self.WALL_X) < self.WALL_HALF + self.R
 
     def _randomize(self, rng):
-        while True:
+        while True:   # in a room, not in the doorway (the reference's starts)
             x, y = rng.uniform(self.LO, self.HI, 2)
-            if not self._blocked(x, y):
+            if not self._in_wall(x):
                 break
         self.pos = np.array([x, y])
 
     def _step(self, a):
-        # one axis at a time: a move (<= 5 units) is shorter than the grown wall (24), so it cannot
-        # tunnel; hitting the wall side stops x, sliding along the door's jambs stops y
+        # a move (<= 5 units) is shorter than the wall's band (24), so it cannot tunnel through it
         x, y = float(self.pos[0]), float(self.pos[1])
         nx = min(max(x + self.SPEED * a[0], self.LO), self.HI)
-        if self._blocked(nx, y):
-            nx = self.WALL_X + math.copysign(self.WALL_HALF + self.R, x - self.WALL_X)
         ny = min(max(y + self.SPEED * a[1], self.LO), self.HI)
-        if self._blocked(nx, ny):
-            ny = min(max(ny, self.DOOR_Y - self.DOOR_HALF + self.R), self.DOOR_Y + self.DOOR_HALF - self.R)
+        if self._in_wall(nx) and abs(ny - self.DOOR_Y) > self.DOOR_PASS:   # into the wall, away from the door
+            nx = self.WALL_X + math.copysign(self.WALL_HALF + self.R + 0.5, x - self.WALL_X)   # back on x's side
         self.pos = np.array([nx, ny])
 
     def get_state(self):
@@ -1517,7 +1518,8 @@ def collect(name, path, episodes=None, steps=None, img=64, seed=0, workers=None)
       states.npy   float64 (N, S)        simulator state at frame i (env.get_state(); env.set_state restores it)
       episodes.npy int64   (E+1,)        offsets: episode e is rows offsets[e]:offsets[e+1]
       meta.json    {"format", "env", "world", "policy", "img", "steps", "episodes", "seed", "action_mean",
-                   "action_std"}; world: the version of the world that drew the frames (`version` of its class);
+                   "action_std"}; world: the version of the world that drew the frames and moved the states
+                   (`version` of its class);
                    policy: the version of the scripted policy that collected it (`version` of its class, else 1);
                    action statistics per dimension, over real actions only (padding rows excluded).
     Written under a temporary name next to `path` (.NAME.tmpPID) and renamed at the end: an interrupted
@@ -1605,12 +1607,12 @@ def load_dataset(path):
 
 
 def current_data(ds, path, default):
-    """Refuse a dataset whose frames another version of its world drew (a planner's frames would not look
-    like them) and, at a `default` path, one that another version of its world's scripted policy collected:
+    """Refuse a dataset that another version of its world drew or moved (a planner's frames would not look like
+    them, or its plans would not move as they did) and, at a `default` path, one that another version of its world's scripted policy collected:
     it would stand in silently for the data this code collects."""
     was, now = ds.meta.get("world", 1), getattr(WORLDS.get(ds.meta["env"]), "version", 1)
     if was != now:
-        raise InputError(f"{path} holds frames drawn by version {was} of the {ds.meta['env']} world, this code draws "
+        raise InputError(f"{path} was collected in version {was} of the {ds.meta['env']} world, this code's is "
                          f"version {now}: delete it (rm -r {path}) to collect it anew")
     was, now = ds.meta.get("policy", 1), getattr(POLICIES.get(ds.meta["env"]), "version", 1)
     if default and was != now:
@@ -2036,8 +2038,8 @@ def load_checkpoint(path, env="twoRoom"):
         raise InputError(f"{path} is not a subjepa checkpoint (missing {', '.join(sorted(missing))}): train again")
     was, now = ckpt.get("world", 1), getattr(WORLDS.get(ckpt["env"]), "version", 1)
     if was != now:
-        raise InputError(f"{path} was trained on frames drawn by version {was} of the {ckpt['env']} world, this code "
-                         f"draws version {now}: train it again")
+        raise InputError(f"{path} was trained in version {was} of the {ckpt['env']} world, this code's is version "
+                         f"{now}: train it again")
     return ckpt
 
 

@@ -500,16 +500,27 @@ def test_info_success_with_goal():
 
 
 def test_two_room_wall_and_door():
-    """The twoRoom agent cannot cross the wall away from the door, and can cross through it."""
+    """The reference world's wall and door: the agent cannot cross the wall away from the door (a move into it
+    stops half a unit short in x while y goes on); its centre crosses within 15.75 of the door's middle (y = 49),
+    not further; sliding out of the doorway along y puts it back on the side it came from."""
     env = make_env("twoRoom")
-    env.reset(options={"state": [60.0, 150.0]})
-    for _ in range(60):
-        env.step(np.array([1.0, 0.3], np.float32))
-    assert env.get_state()[0] <= 100.0  # stopped at the wall (x = 112 - 5 - 7)
-    env.reset(options={"state": [60.0, 49.0]})
-    for _ in range(60):
-        env.step(np.array([1.0, 0.0], np.float32))
-    assert env.get_state()[0] > 150.0
+
+    def walk(start, action, steps=60):
+        env.reset(options={"state": start})
+        for _ in range(steps):
+            env.step(np.array(action, np.float32))
+        return env.get_state()
+
+    x, y = walk([60.0, 100.0], [1.0, 0.3])
+    assert x == 99.5 and y == pytest.approx(100.0 + 60 * 5 * 0.3)   # stopped at the wall (112 - 5 - 7 - 0.5), y going on
+    assert walk([60.0, 49.0], [1.0, 0.0])[0] > 150.0        # through the door's middle
+    assert walk([60.0, 64.5], [1.0, 0.0])[0] > 150.0        # 15.5 off it: through (the disc overlaps the frame)
+    assert walk([60.0, 65.0], [1.0, 0.0])[0] == 99.5        # 16 off it: stopped
+    assert walk([200.0, 33.5], [-1.0, 0.0])[0] < 60.0       # the other way, 15.5 above the middle: through
+    x, y = walk([110.0, 49.0], [0.0, 1.0], steps=4)         # in the doorway, sliding down out of it
+    assert x == 99.5 and y == 69.0
+    starts = [env.reset(seed=s)[1] or env.get_state() for s in range(200)]
+    assert all(abs(s[0] - 112.0) >= 12.0 for s in starts)   # episodes start in a room, not in the doorway
 
 
 def test_pusht_block_is_quasi_static():
@@ -1307,12 +1318,12 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             ([*plan, "--json", str(blocker / "x.json")], "cannot write"),
             (["train.py", "--env", "twoRoom", "--out", str(tmp_path / "new.pt"), *TINY_TRAIN],
              "data/twoRoom-64px was collected by version 0 of the twoRoom data policy, this code's is 1: delete it"),
-            ([*train, "--data", str(redrawn)], "holds frames drawn by version 0 of the twoRoom world, this code draws "
-                                               "version 1: delete it"),
+            ([*train, "--data", str(redrawn)], "was collected in version 0 of the twoRoom world, this code's is "
+                                               f"version {sj.TwoRoom.version}: delete it"),
         ],
         "slow": [
             (["plan.py", "--ckpt", older], "holds another version's model"),
-            (["plan.py", "--ckpt", drawn], "was trained on frames drawn by version 0 of the twoRoom world"),
+            (["plan.py", "--ckpt", drawn], "was trained in version 0 of the twoRoom world"),
             (["train.py", "--data", small_data, "--out", older, "--resume"], "holds another version's model"),
             (["plan.py", "--policy", "random", "--data", small_data, "--probe"], "--probe and --prediction diagnose a model"),
             ([*train, "--subspaces", "7"], "does not divide the embedding width 96"),
