@@ -1608,8 +1608,8 @@ def load_dataset(path):
 
 def current_data(ds, path, default):
     """Refuse a dataset that another version of its world drew or moved (a planner's frames would not look like
-    them, or its plans would not move as they did) and, at a `default` path, one that another version of its world's scripted policy collected:
-    it would stand in silently for the data this code collects."""
+    them, or its plans would not move as they did) and, at a `default` path, one that another version of its
+    world's scripted policy collected: it would stand in silently for the data this code collects."""
     was, now = ds.meta.get("world", 1), getattr(WORLDS.get(ds.meta["env"]), "version", 1)
     if was != now:
         raise InputError(f"{path} was collected in version {was} of the {ds.meta['env']} world, this code's is "

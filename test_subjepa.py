@@ -858,7 +858,7 @@ def test_plan_py_executes_the_unnormalised_blocks_in_order(small_data, tmp_path,
     ckpt = str(tmp_path / "model.pt")
     mean, std = [0.1, -0.2], [0.5, 0.25]
     sj.save_checkpoint(ckpt, model=JEPA(cfg).state_dict(), config=dataclasses.asdict(cfg), step=0, env="twoRoom",
-                       data=small_data, action_mean=mean, action_std=std)
+                       world=sj.TwoRoom.version, data=small_data, action_mean=mean, action_std=std)
     blocks = torch.linspace(-5, 5, 2 * 5 * 10).view(2, 5, 10)      # (E=2, H, F*A): some clip at +-1
     solves, executed = [], []
     monkeypatch.setattr(JEPA, "plan", lambda self, obs, goal, *a, **k: (solves.append(1), blocks + len(solves))[1])
