@@ -1573,12 +1573,20 @@ def load_dataset(path):
     """Load and check a dataset written by `collect` (or by you, in its format); arrays are memory-mapped."""
     def bad(what):
         return InputError(f"dataset {path}: {what}; delete it and collect it again")
-    if not os.path.isdir(path):
-        raise InputError(f"no dataset at {path}: collect one with collect(env, path)")
+    if not os.path.isdir(path):   # the command that collects it, its world and size read off a name as data/ENV-64px
+        env, _, img = os.path.basename(os.path.normpath(path)).rpartition("-")
+        known = env in PRESETS and img.endswith("px") and img[:-2].isdigit()
+        env, size = (env, "" if img == "64px" else f" --img {img[:-2]}") if known else ("ENV", "")
+        raise InputError(f"no dataset at {path}: collect one with `python subjepa.py --collect {env}{size} --out {path}`")
     names = ("frames", "actions", "states", "episodes")
-    for f in [n + ".npy" for n in names] + ["meta.json"]:
-        if not os.path.isfile(os.path.join(path, f)):
-            raise InputError(f"dataset {path} has no {f}: it is incomplete; delete it and collect it again")
+    files = [n + ".npy" for n in names] + ["meta.json"]
+    missing = [f for f in files if not os.path.isfile(os.path.join(path, f))]
+    if len(missing) == len(files) and os.listdir(path):   # not a dataset (a folder of them, say): delete nothing
+        inside = sorted(os.path.join(path, d) for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, files[-1])))
+        raise InputError(f"{path} is not a dataset (no {', '.join(files)}): "
+                         + (f"pass one of the datasets in it: {', '.join(inside)}" if inside else "pass a dataset's folder"))
+    if missing:
+        raise InputError(f"dataset {path} has no {missing[0]}: it is incomplete; delete it and collect it again")
     try:
         with open(os.path.join(path, "meta.json")) as f:
             meta = json.load(f)
@@ -1921,6 +1929,8 @@ def parse_args(parser):
 def writable(path, flag):
     """Fail now, not after the work, if `path` cannot be written: try a file in its nearest existing folder
     (creating nothing: `atomic` makes the missing folders when the file is written)."""
+    if os.path.isdir(path):
+        raise InputError(f"cannot write {path}: it is a folder; pass a file's name as {flag}")
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)

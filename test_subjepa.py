@@ -676,10 +676,19 @@ def test_collect_refuses_existing_path(tmp_path):
 
 
 def test_load_dataset_errors(tmp_path):
-    """Missing or corrupt datasets raise one clear error that says what to do."""
-    with pytest.raises(InputError, match="no dataset"):
+    """Missing or corrupt datasets raise one clear error that says what to do: collect a missing one (with the
+    command, its world and size read off a default name), delete and collect an incomplete or corrupt one, and,
+    for a folder that is no dataset (a folder of them: data/), never delete it but pass a dataset in it."""
+    with pytest.raises(InputError, match="no dataset") as info:
         load_dataset(tmp_path / "nothing")
+    assert "`python subjepa.py --collect ENV --out " in str(info.value)
+    with pytest.raises(InputError, match=r"`python subjepa.py --collect pushT --img 96 --out \S+pushT-96px`"):
+        load_dataset(tmp_path / "pushT-96px")
     good = collect_tiny(tmp_path / "g", workers=1)
+    with pytest.raises(InputError) as info:
+        load_dataset(tmp_path)
+    assert "is not a dataset" in str(info.value) and f"pass one of the datasets in it: {good}" in str(info.value)
+    assert "delete" not in str(info.value)
 
     def broken(name, change):
         p = tmp_path / name
@@ -1315,6 +1324,7 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             ([*train, "--out", ckpt], "already exists: add --resume to continue it, --overwrite to replace it"),
             ([*train, "--resume"], "nothing to resume: no checkpoint at"),
             ([*train, "--out", str(blocker / "x.pt")], "cannot write"),
+            ([*train, "--out", str(tmp_path)], "it is a folder; pass a file's name as --out"),   # (not: --overwrite it)
             ([*plan, "--elites", "400"], "--elites 400 is more than --samples 300"),
             ([*plan, "--json", str(blocker / "x.json")], "cannot write"),
             (["train.py", "--env", "twoRoom", "--out", str(tmp_path / "new.pt"), *TINY_TRAIN],
@@ -1334,7 +1344,10 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             ([*train, "--out", ckpt, "--resume", "--data", data64], "holds 64 px frames, but the run is at 32 px"),
             ([*train, "--episodes", "7"], "holds 40 episodes, not --episodes 7: delete it"),
             ([*train, "--data", nan_data], "actions.npy holds NaN"),
+            ([*train, "--data", str(stale.parent)], f"is not a dataset (no frames.npy, actions.npy, states.npy, "
+                                                    f"episodes.npy, meta.json): pass one of the datasets in it: {stale}"),
             ([*plan, "--data", data64], "the model sees 32 px frames"),
+            ([*plan, "--json", str(tmp_path)], "it is a folder; pass a file's name as --json"),
             (["subjepa.py", "--collect", "twoRoom", "--out", small_data], "already exists"),
             (["plan.py", "--env", "twoRoom", "--policy", "random"], "collected by version 0 of the twoRoom data policy"),
             (["subjepa.py", "--collect", "twoRoom", "--episodes", "0"], "--episodes: 0 is not at least 1"),

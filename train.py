@@ -164,7 +164,7 @@ if __name__ == "__main__":   # (a guard: dataset workers re-import this file)
             raise sj.InputError(f"{out} was trained by {saved.get('ranks', 1)} processes and this is {ranks}: --batch is "
                                 "per process, so resume with as many (torchrun --nproc_per_node ...)")
         given = {**saved, **given}
-    elif os.path.exists(out) and not args.overwrite:
+    elif os.path.isfile(out) and not args.overwrite:   # (a folder: `writable` below says so)
         raise sj.InputError(f"{out} already exists: add --resume to continue it, --overwrite to replace it, "
                             "or pass another --out")
     if given.get("dropout", 0) >= 1:
