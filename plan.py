@@ -212,7 +212,7 @@ if __name__ == "__main__":
     E, A = len(eps), envs[0].action_space.shape[0]
     gen = torch.Generator(device=device).manual_seed(args.seed)
     success = np.zeros(E, bool)
-    film = [obs[:4]]   # the filmstrip's episodes only (a run of thousands would hold every frame)
+    film = [obs[:4].copy()]   # the filmstrip's episodes only (a copy: a view would keep every episode's frame)
     solve_ms = []
     solves = -(-args.budget // (args.horizon * F))   # re-plan after each executed plan of horizon * F steps
     bar = tqdm(total=solves * args.iters, desc=f"plan {E} episodes ({solves} solves of {args.iters} CEM iterations)",
@@ -244,7 +244,7 @@ if __name__ == "__main__":
         success |= [r[4]["success"] for r in results]          # the environment's success test against the goal
         closest = np.minimum(closest, [env.distance(env.get_state(), env.goal) for env in envs])
         if (t + 1) % 5 == 0:
-            film.append(obs[:4])
+            film.append(obs[:4].copy())
         if t + 1 == min(args.budget, args.horizon * F):   # the first plan executed
             reached_first = success.copy()
     wall = time.perf_counter() - t_start
