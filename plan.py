@@ -215,40 +215,39 @@ if __name__ == "__main__":
     film = [obs[:4].copy()]   # the filmstrip's episodes only (a copy: a view would keep every episode's frame)
     solve_ms = []
     solves = -(-args.budget // (args.horizon * F))   # re-plan after each executed plan of horizon * F steps
-    bar = tqdm(total=solves * args.iters, desc=f"plan {E} episodes ({solves} solves of {args.iters} CEM iterations)",
-               unit="iter", dynamic_ncols=True, disable=args.policy == "random" or rank > 0)
     closest = np.full(E, np.inf)
     t_start = time.perf_counter()
-    for t in range(args.budget):
-        if t % (args.horizon * F) == 0:
-            if args.policy == "random":
-                plan = rng.uniform(-1, 1, (args.episodes, args.horizon * F, A))[first:first + E]
-            else:
-                sj.synchronize(device)
-                t0 = time.perf_counter()
-                if model is None:   # an oracle
-                    blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
-                                    progress=bar, rows=(first, args.episodes), **cem_kwargs)
+    with tqdm(total=solves * args.iters, desc=f"plan {E} episodes ({solves} solves of {args.iters} CEM iterations)",
+              unit="iter", dynamic_ncols=True, disable=args.policy == "random" or rank > 0) as bar:
+        for t in range(args.budget):   # (the bar closes on Ctrl-C too, so `interrupted` is the last line printed)
+            if t % (args.horizon * F) == 0:
+                if args.policy == "random":
+                    plan = rng.uniform(-1, 1, (args.episodes, args.horizon * F, A))[first:first + E]
                 else:
-                    frames = to_torch(obs)
-                    with ctx():
-                        blocks = model.plan(frames, goal_t, args.horizon, gen, progress=bar,
-                                            rows=(first, args.episodes), **cem_kwargs)    # (E, H, F*A), z-scored
-                    if t == 0:
-                        first_solve = frames, blocks   # for the comparison with the data's actions, below
-                plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
-                solve_ms.append(1000 * (time.perf_counter() - t0))
-            k = t
-        results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
-        obs = np.stack([r[0] for r in results])
-        success |= [r[4]["success"] for r in results]          # the environment's success test against the goal
-        closest = np.minimum(closest, [env.distance(env.get_state(), env.goal) for env in envs])
-        if (t + 1) % 5 == 0:
-            film.append(obs[:4].copy())
-        if t + 1 == min(args.budget, args.horizon * F):   # the first plan executed
-            reached_first = success.copy()
+                    sj.synchronize(device)
+                    t0 = time.perf_counter()
+                    if model is None:   # an oracle
+                        blocks = sj.cem(oracle_cost, (E, args.horizon, F * A), generator=gen, device=device,
+                                        progress=bar, rows=(first, args.episodes), **cem_kwargs)
+                    else:
+                        frames = to_torch(obs)
+                        with ctx():
+                            blocks = model.plan(frames, goal_t, args.horizon, gen, progress=bar,
+                                                rows=(first, args.episodes), **cem_kwargs)    # (E, H, F*A), z-scored
+                        if t == 0:
+                            first_solve = frames, blocks   # for the comparison with the data's actions, below
+                    plan = (blocks.view(E, -1, A) * std + mean).clamp(-1, 1).cpu().numpy()  # (E, H*F, A) raw actions
+                    solve_ms.append(1000 * (time.perf_counter() - t0))
+                k = t
+            results = [env.step(plan[i, t - k].astype(np.float32)) for i, env in enumerate(envs)]
+            obs = np.stack([r[0] for r in results])
+            success |= [r[4]["success"] for r in results]          # the environment's success test against the goal
+            closest = np.minimum(closest, [env.distance(env.get_state(), env.goal) for env in envs])
+            if (t + 1) % 5 == 0:
+                film.append(obs[:4].copy())
+            if t + 1 == min(args.budget, args.horizon * F):   # the first plan executed
+                reached_first = success.copy()
     wall = time.perf_counter() - t_start
-    bar.close()
     # the model or the search? the first solve's plan against the data's own actions, which reach the goal
     costs = np.zeros((E, 0))
     if model and args.goal_offset == args.horizon * F <= args.budget:   # the data's actions fill the first plan

@@ -1116,6 +1116,26 @@ def test_importing_loads_no_opengl():
     assert script("-c", code).stdout.strip() == "[]"
 
 
+@pytest.mark.slow
+def test_interrupted_planning_ends_with_one_line_and_writes_nothing(small_data, tmp_path):
+    """Ctrl-C while plan.py plans ends it at once: `interrupted` is the last line printed (after its progress
+    bar, which once drew itself again below it), with no traceback, and no results are written."""
+    cfg = tiny(img=32)
+    ckpt, out = str(tmp_path / "model.pt"), tmp_path / "plan.json"
+    sj.save_checkpoint(ckpt, model=JEPA(cfg).state_dict(), config=dataclasses.asdict(cfg), step=0, env="twoRoom",
+                       world=sj.TwoRoom.version, data=small_data, action_mean=[0.0, 0.0], action_std=[1.0, 1.0])
+    proc = interruptible([sys.executable, "plan.py", "--ckpt", ckpt, "--episodes", "2", "--device", "cpu",
+                          "--json", str(out), "--png", str(tmp_path / "p.png")], cwd=HERE)
+    seen, t0 = "", time.time()
+    while "plan 2 episodes" not in seen and proc.poll() is None and time.time() - t0 < 60:
+        seen += proc.stderr.read(1)                # until its progress bar is drawn
+    ctrl_c(proc)
+    err, took = ended(proc, 30)
+    last = err.replace("\r", "\n").strip().splitlines()[-1]   # (communicate reads the pipe, not what `seen` left buffered)
+    assert took < 10 and last == "interrupted" and "Traceback" not in err, (took, err[-2000:])
+    assert not out.exists() and not (tmp_path / "p.png").exists()
+
+
 def test_interrupted_collection_stops_at_once_and_leaves_nothing(tmp_path):
     """Ctrl-C while train.py collects with 2 workers stops it within seconds, with one line and no dataset, even
     while the workers are still starting."""
