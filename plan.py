@@ -25,7 +25,7 @@ import subjepa as sj
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--env", default="twoRoom", help=f"environment: {', '.join(sj.PRESETS)}")
-p.add_argument("--ckpt", default=None, help="checkpoint (default: runs/<env>.pt)")
+p.add_argument("--ckpt", default=None, help="checkpoint (default: runs/<env>.pt; with --policy random or oracle, its data)")
 p.add_argument("--data", default=None, help="dataset whose held-out episodes give starts and goals (default: the checkpoint's)")
 p.add_argument("--policy", choices=["model", "random", "oracle", "oracle-frame"], default="model",
                help="plan with the model; act at random (the floor); oracle: the same CEM scored by the true "
@@ -128,8 +128,10 @@ if __name__ == "__main__":
     model, ckpt = None, None
     if args.policy == "model":
         model, ckpt = sj.load_model(args.ckpt or f"runs/{args.env}.pt", device, args.env)
-        if ckpt["env"] != args.env:
-            raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
+    elif args.ckpt:   # a baseline given a checkpoint plans on the checkpoint's data, as its model would
+        ckpt = sj.load_checkpoint(args.ckpt)
+    if ckpt and ckpt["env"] != args.env:
+        raise sj.InputError(f"the checkpoint was trained on {ckpt['env']}, not {args.env}: pass the matching --env")
     png = args.png or f"runs/{args.env}-{args.policy}.png"
     for path, flag in ((args.json, "--json"), (png, "--png")):   # fail now, not after the evaluation
         if path:
@@ -282,7 +284,7 @@ if __name__ == "__main__":
                   goal_rows=goals.tolist(), final_states=final.tolist(),
                   ms_per_solve=float(np.mean(solve_ms)) if solve_ms else None, solves=len(parts[0]["solve_ms"]),
                   episodes_per_solve=len(parts[0]["success"]), processes=ranks, seed=args.seed, budget=args.budget,
-                  device=str(device), wall_s=wall,
+                  device=str(device), wall_s=wall, data=data,
                   ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
                   subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
                   cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon),

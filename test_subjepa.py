@@ -1357,6 +1357,7 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             (["plan.py", "--ckpt", drawn], "was trained in version 0 of the twoRoom world"),
             (["train.py", "--data", small_data, "--out", older, "--resume"], "holds another version's model"),
             (["plan.py", "--policy", "random", "--data", small_data, "--probe"], "--probe and --prediction diagnose a model"),
+            (["plan.py", "--env", "pushT", "--policy", "random", "--ckpt", ckpt], "was trained on twoRoom, not pushT"),
             ([*train, "--subspaces", "7"], "does not divide the embedding width 96"),
             ([*train, "--dropout", "1"], "--dropout 1.0 drops everything"),
             ([*train, "--out", ckpt, "--resume", "--subspaces", "16"], "--subspaces 16 (the run has 32)"),
@@ -1540,9 +1541,11 @@ def test_trained_model_plans_far_better_than_random(tmp_path, alive):
     for policy in ("random", "model"):
         alive(f"planning 30 episodes, policy {policy}")
         out = str(tmp_path / f"{policy}.json")
-        script("plan.py", "--data", data, "--ckpt", ckpt, "--policy", policy, "--episodes", "30", "--samples", "100",
+        script("plan.py", "--ckpt", ckpt, "--policy", policy, "--episodes", "30", "--samples", "100",
                "--iters", "10", "--json", out, "--png", str(tmp_path / f"{policy}.png"), "--device", "cpu")
-        successes[policy] = json.load(open(out))["successes"]
+        result = json.load(open(out))
+        assert result["data"] == data     # the checkpoint's data, for the random policy too: the same episodes
+        successes[policy] = result["successes"]
     alive(f"successes of 30: {successes}")
     assert successes["model"] >= successes["random"] + 3          # 10 points, in whole episodes
 
