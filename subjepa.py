@@ -1573,6 +1573,8 @@ def load_dataset(path):
     """Load and check a dataset written by `collect` (or by you, in its format); arrays are memory-mapped."""
     def bad(what):
         return InputError(f"dataset {path}: {what}; delete it and collect it again")
+    if os.path.isfile(path):
+        raise InputError(f"{path} is a file, not a dataset: pass a dataset's folder")
     if not os.path.isdir(path):   # the command that collects it, its world and size read off a name as data/ENV-64px
         env, _, img = os.path.basename(os.path.normpath(path)).rpartition("-")
         known = env in PRESETS and img.endswith("px") and img[:-2].isdigit()

@@ -689,6 +689,8 @@ def test_load_dataset_errors(tmp_path):
         load_dataset(tmp_path)
     assert "is not a dataset" in str(info.value) and f"pass one of the datasets in it: {good}" in str(info.value)
     assert "delete" not in str(info.value)
+    with pytest.raises(InputError, match="is a file, not a dataset: pass a dataset's folder"):
+        load_dataset(os.path.join(good, "meta.json"))
 
     def broken(name, change):
         p = tmp_path / name
