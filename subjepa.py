@@ -1583,8 +1583,9 @@ def load_dataset(path):
     names = ("frames", "actions", "states", "episodes")
     files = [n + ".npy" for n in names] + ["meta.json"]
     missing = [f for f in files if not os.path.isfile(os.path.join(path, f))]
-    if len(missing) == len(files) and os.listdir(path):   # not a dataset (a folder of them, say): delete nothing
-        inside = sorted(os.path.join(path, d) for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, files[-1])))
+    entries = os.listdir(path)
+    if len(missing) == len(files) and entries:   # not a dataset (a folder of them, say): delete nothing
+        inside = sorted(os.path.join(path, d) for d in entries if os.path.isfile(os.path.join(path, d, files[-1])))
         raise InputError(f"{path} is not a dataset (no {', '.join(files)}): "
                          + (f"pass one of the datasets in it: {', '.join(inside)}" if inside else "pass a dataset's folder"))
     if missing:

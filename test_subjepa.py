@@ -863,14 +863,19 @@ def test_plan_minimises_each_episodes_own_cost_at_the_last_step():
         assert (reached[e] - table[other + 1]).pow(2).sum() > 0.5 * table[other + 1].pow(2).sum()
 
 
+def untrained_checkpoint(path, data, mean=(0.0, 0.0), std=(1.0, 1.0)):
+    """A checkpoint of an untrained tiny model for twoRoom's 32-px `data`, as train.py writes one."""
+    cfg = tiny(img=32)
+    sj.save_checkpoint(path, model=JEPA(cfg).state_dict(), config=dataclasses.asdict(cfg), step=0, env="twoRoom",
+                       world=sj.TwoRoom.version, data=data, action_mean=list(mean), action_std=list(std))
+    return path
+
+
 def test_plan_py_executes_the_unnormalised_blocks_in_order(small_data, tmp_path, monkeypatch, capsys):
     """plan.py executes the plan's blocks in order, step by step, un-normalised with the checkpoint's action
     statistics (a * std + mean) and clipped to [-1, 1], and plans again after horizon * F steps."""
-    cfg = tiny(img=32)
-    ckpt = str(tmp_path / "model.pt")
     mean, std = [0.1, -0.2], [0.5, 0.25]
-    sj.save_checkpoint(ckpt, model=JEPA(cfg).state_dict(), config=dataclasses.asdict(cfg), step=0, env="twoRoom",
-                       world=sj.TwoRoom.version, data=small_data, action_mean=mean, action_std=std)
+    ckpt = untrained_checkpoint(str(tmp_path / "model.pt"), small_data, mean, std)
     blocks = torch.linspace(-5, 5, 2 * 5 * 10).view(2, 5, 10)      # (E=2, H, F*A): some clip at +-1
     solves, executed = [], []
     monkeypatch.setattr(JEPA, "plan", lambda self, obs, goal, *a, **k: (solves.append(1), blocks + len(solves))[1])
@@ -1122,10 +1127,7 @@ def test_importing_loads_no_opengl():
 def test_interrupted_planning_ends_with_one_line_and_writes_nothing(small_data, tmp_path):
     """Ctrl-C while plan.py plans ends it at once: `interrupted` is the last line printed (after its progress
     bar, which once drew itself again below it), with no traceback, and no results are written."""
-    cfg = tiny(img=32)
-    ckpt, out = str(tmp_path / "model.pt"), tmp_path / "plan.json"
-    sj.save_checkpoint(ckpt, model=JEPA(cfg).state_dict(), config=dataclasses.asdict(cfg), step=0, env="twoRoom",
-                       world=sj.TwoRoom.version, data=small_data, action_mean=[0.0, 0.0], action_std=[1.0, 1.0])
+    ckpt, out = untrained_checkpoint(str(tmp_path / "model.pt"), small_data), tmp_path / "plan.json"
     proc = interruptible([sys.executable, "plan.py", "--ckpt", ckpt, "--episodes", "2", "--device", "cpu",
                           "--json", str(out), "--png", str(tmp_path / "p.png")], cwd=HERE)
     seen, t0 = "", time.time()
