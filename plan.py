@@ -36,9 +36,9 @@ p.add_argument("--seed", type=int, default=42, help="evaluation seed: picks star
 p.add_argument("--budget", type=sj.number(int, 1), default=50, help="environment steps per episode (paper: 50)")
 p.add_argument("--goal-offset", type=sj.number(int, 1), default=25, help="the goal is the dataset state this many steps after the start (paper: 25)")
 p.add_argument("--horizon", type=sj.number(int, 1), default=5, help="action blocks planned (paper: 5, i.e. 25 steps)")
-p.add_argument("--samples", type=sj.number(int, 1), default=300, help="CEM samples per iteration (paper: 300)")
-p.add_argument("--elites", type=sj.number(int, 2), default=30, help="CEM elites (paper: 30)")
-p.add_argument("--iters", type=sj.number(int, 1), default=30, help="CEM iterations (paper: 30)")
+p.add_argument("--samples", type=sj.number(int, 1), default=None, help="CEM samples per iteration (default 300, the paper's)")
+p.add_argument("--elites", type=sj.number(int, 2), default=None, help="CEM elites (default 30, the paper's)")
+p.add_argument("--iters", type=sj.number(int, 1), default=None, help="CEM iterations (default 30, the paper's)")
 p.add_argument("--probe", action="store_true", help="also probes: R^2 of what the frames show (positions, angles), "
                "read from frozen embeddings by ridge regression (and by nearest neighbours: held at all?) fit on "
                "training frames, scored on held-out ones")
@@ -51,9 +51,9 @@ p.add_argument("--json", default=None, help="write the results to this JSON file
 p.add_argument("--png", default=None, help="filmstrip of the first episodes (default: runs/<env>-<policy>.png, replaced)")
 p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the rollout, with CUDA graphs on CUDA (default: on for CUDA; on a CPU with bf16, from 10 episodes)")
 p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA and for CPUs with native bf16 matmuls)")
-p.add_argument("--small", action="store_true", help="--bench only: time the CPU-sized model")
-p.add_argument("--img", type=sj.number(int, 8), default=64, help="--bench only: image size (paper: 224, with --patch 14)")
-p.add_argument("--patch", type=sj.number(int, 1), default=8, help="--bench only: ViT patch size")
+p.add_argument("--small", action="store_true", default=None, help="--bench only: time the CPU-sized model")
+p.add_argument("--img", type=sj.number(int, 8), default=None, help="--bench only: image size (default 64; paper: 224, with --patch 14)")
+p.add_argument("--patch", type=sj.number(int, 1), default=None, help="--bench only: ViT patch size (default 8)")
 p.add_argument("--bench", action="store_true", help="time CEM solves (fast path against eager fp32) and exit")
 def speed_up(model, fast=True):
     """The fast path: the rollout compiled (its 5 predictor calls become one graph; on CUDA, replayed as a
@@ -78,13 +78,24 @@ if __name__ == "__main__":
     device, use_compile, use_bf16 = args.device, args.compile, args.bf16
     if use_compile is None:   # on a CPU
         use_compile = use_bf16 and args.policy == "model" and args.episodes >= 10   # pays back from 10 episodes (README)
-    cem_kwargs = dict(samples=args.samples, elites=args.elites, iters=args.iters)
+    given = lambda *flags: [f"--{f}" for f in flags if getattr(args, f) is not None]
+    if given("small", "img", "patch") and not args.bench:   # flags that would do nothing are refused, not ignored
+        raise sj.InputError(f"{given('small', 'img', 'patch')[0]} is for --bench only (a plan takes the model's "
+                            "size from its checkpoint): drop it")
+    if given("samples", "elites", "iters") and args.policy == "random" and not args.bench:
+        raise sj.InputError(f"{given('samples', 'elites', 'iters')[0]} sets the CEM search, which --policy random "
+                            "does not run: drop it")
+    if args.png and not args.png.lower().endswith(".png"):
+        raise sj.InputError(f"--png {args.png}: the filmstrip is a PNG image; pass a file's name ending in .png")
+    cem_kwargs = dict(samples=args.samples or 300, elites=args.elites or 30, iters=args.iters or 30)
+    args.samples, args.elites, args.iters = cem_kwargs.values()
     if args.elites > args.samples:
         raise sj.InputError(f"--elites {args.elites} is more than --samples {args.samples}: CEM keeps the best "
                             "elites of the samples, so pass --elites <= --samples")
 
     if args.bench:   # random weights and frames: speed does not depend on them
-        cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img, "patch": args.patch})
+        cfg = sj.Config(**{**sj.PRESETS[args.env], **(sj.SMALL if args.small else {}), "img": args.img or 64,
+                           "patch": args.patch or 8})
         fast_name = " + ".join(["compile"] * use_compile + ["bf16"] * use_bf16) or "eager again"
         paths = {}
         for name, fast in (("eager fp32", False), (fast_name, True)):
@@ -287,7 +298,7 @@ if __name__ == "__main__":
                   device=str(device), wall_s=wall, data=data,
                   ckpt=args.ckpt or (f"runs/{args.env}.pt" if model else None),
                   subspaces=model.cfg.subspaces if model else None, train_steps=ckpt["step"] if ckpt else None,
-                  cem=dict(samples=args.samples, elites=args.elites, iters=args.iters, horizon=args.horizon),
+                  cem=None if args.policy == "random" else dict(**cem_kwargs, horizon=args.horizon),
                   **diagnostics)
     if costs.size:
         preferred = rest & (costs[:, 0] <= costs[:, 1])   # the model puts its plan nearer the goal than the data's actions

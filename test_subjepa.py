@@ -1,6 +1,8 @@
 """Claims about subjepa, checked on the CPU. Quick tier (under 2 minutes): python -m pytest -q -m "not slow";
 everything (under 10): python -m pytest -q"""
+import concurrent.futures
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -871,6 +873,13 @@ def untrained_checkpoint(path, data, mean=(0.0, 0.0), std=(1.0, 1.0)):
     return path
 
 
+def in_process(monkeypatch, *argv):
+    """Run train.py or plan.py in this process: for a test that spies on its insides, or needs what it writes
+    (not how a user meets it) without a second's import of torch."""
+    monkeypatch.setattr(sys, "argv", list(argv))
+    runpy.run_path(os.path.join(HERE, argv[0]), run_name="__main__")
+
+
 def test_plan_py_executes_the_unnormalised_blocks_in_order(small_data, tmp_path, monkeypatch, capsys):
     """plan.py executes the plan's blocks in order, step by step, un-normalised with the checkpoint's action
     statistics (a * std + mean) and clipped to [-1, 1], and plans again after horizon * F steps."""
@@ -881,9 +890,8 @@ def test_plan_py_executes_the_unnormalised_blocks_in_order(small_data, tmp_path,
     monkeypatch.setattr(JEPA, "plan", lambda self, obs, goal, *a, **k: (solves.append(1), blocks + len(solves))[1])
     step = sj.TwoRoom.step
     monkeypatch.setattr(sj.TwoRoom, "step", lambda self, action: (executed.append(np.array(action)), step(self, action))[1])
-    monkeypatch.setattr(sys, "argv", ["plan.py", "--ckpt", ckpt, "--episodes", "2", "--budget", "30", "--device", "cpu",
-                                      "--png", str(tmp_path / "p.png")])
-    runpy.run_path(os.path.join(HERE, "plan.py"), run_name="__main__")
+    in_process(monkeypatch, "plan.py", "--ckpt", ckpt, "--episodes", "2", "--budget", "30", "--device", "cpu",
+               "--png", str(tmp_path / "p.png"))
     assert len(solves) == 2                                          # at t = 0 and t = 25
     executed = np.array(executed).reshape(30, 2, 2)                  # steps are taken for both episodes in turn
     for t in range(30):
@@ -953,9 +961,8 @@ def test_train_py_trains_on_the_training_split_only(small_data, tmp_path, monkey
         made.append(list(episodes))
         return clips(ds, episodes, *a, **k)
     monkeypatch.setattr(sj, "Clips", spy)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "2", "--out", str(tmp_path / "m.pt"),
-                                      *TINY_TRAIN])
-    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    in_process(monkeypatch, "train.py", "--data", small_data, "--steps", "2", "--out", str(tmp_path / "m.pt"),
+               *TINY_TRAIN)
     train, held = sj.split_episodes(40)
     assert made == [list(train), list(held)]
 
@@ -973,9 +980,8 @@ def test_train_py_draws_fresh_directions_every_step(small_data, tmp_path, monkey
         assert not self.training or self.seed != torch.initial_seed()   # not the dropout masks' stream
         return A
     monkeypatch.setattr(SIGReg, "directions", spy)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "4", "--out", str(tmp_path / "m.pt"),
-                                      *TINY_TRAIN, "--log-every", "2"])
-    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    in_process(monkeypatch, "train.py", "--data", small_data, "--steps", "4", "--out", str(tmp_path / "m.pt"),
+               *TINY_TRAIN, "--log-every", "2")
     steps = [a for training, a in drawn if training]
     checks = {a for training, a in drawn if not training}
     assert len(steps) == 4 and len(set(steps)) == 4 and len(checks) == 1 and not checks & set(steps)
@@ -986,9 +992,8 @@ def test_cpu_runs_use_bf16_only_where_the_cpu_has_it(small_data, tmp_path, monke
     """On a CPU, train.py computes in bf16 by default only where the CPU multiplies bf16 natively, and does not
     compile a short run (compiling costs more than it saves there)."""
     monkeypatch.setattr(sj, "cpu_has_bf16", lambda: native)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "2", "--out", str(tmp_path / "m.pt"),
-                                      *TINY_TRAIN])
-    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    in_process(monkeypatch, "train.py", "--data", small_data, "--steps", "2", "--out", str(tmp_path / "m.pt"),
+               *TINY_TRAIN)
     assert f"compile False, bf16 {native}" in capsys.readouterr().out
 
 
@@ -1199,9 +1204,8 @@ def test_diverged_training_stops_and_keeps_the_last_good_checkpoint(small_data, 
         calls.extend([1] if self.training else [])   # training steps only (validation runs in eval mode)
         return (total * float("nan") if len(calls) >= 7 else total), pred, reg
     monkeypatch.setattr(JEPA, "loss", turns_nan)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--data", small_data, "--steps", "10", "--out", out, *TINY_TRAIN])
     with pytest.raises(SystemExit) as stop:
-        runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+        in_process(monkeypatch, "train.py", "--data", small_data, "--steps", "10", "--out", out, *TINY_TRAIN)
     assert "training diverged" in str(stop.value) and "last good checkpoint (step 5)" in str(stop.value), stop.value
     assert sj.load_checkpoint(out)["step"] == 5
 
@@ -1302,12 +1306,13 @@ def test_starts_that_already_meet_their_goal_are_counted(small_data, tmp_path):
 
 
 @pytest.mark.parametrize("tier", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
-def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, alive, tier):
+def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, alive, monkeypatch, tier):
     """Each bad input a tired user types gets one line, `error: ...`, saying what to do; no traceback, no work.
     (One case per check, each in its own process as the user runs it; the numeric flags are all below. Each
     process costs two seconds of importing torch: the quick tier runs the commonest half, the slow one the rest.)"""
     ckpt = str(tmp_path / "trained.pt")
-    script("train.py", "--data", small_data, "--steps", "5", "--out", ckpt, *TINY_TRAIN)
+    in_process(monkeypatch, "train.py", "--data", small_data, "--steps", "5", "--out", ckpt, *TINY_TRAIN)
+    monkeypatch.undo()
     before = open(ckpt, "rb").read()
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
@@ -1362,6 +1367,9 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
             (["train.py", "--data", small_data, "--out", older, "--resume"], "holds another version's model"),
             (["plan.py", "--policy", "random", "--data", small_data, "--probe"], "--probe and --prediction diagnose a model"),
             (["plan.py", "--env", "pushT", "--policy", "random", "--ckpt", ckpt], "was trained on twoRoom, not pushT"),
+            ([*plan, "--png", "film.jpg"], "--png film.jpg: the filmstrip is a PNG image; pass a file's name ending in .png"),
+            ([*plan, "--img", "96"], "--img is for --bench only (a plan takes the model's size from its checkpoint)"),
+            (["plan.py", "--policy", "random", "--samples", "100"], "--samples sets the CEM search, which --policy random"),
             ([*train, "--subspaces", "7"], "does not divide the embedding width 96"),
             ([*train, "--dropout", "1"], "--dropout 1.0 drops everything"),
             ([*train, "--out", ckpt, "--resume", "--subspaces", "16"], "--subspaces 16 (the run has 32)"),
@@ -1381,15 +1389,14 @@ def test_bad_input_gets_a_one_line_error_before_any_work(small_data, tmp_path, a
         ],
     }[tier]
     argvs = [[sys.executable, *(os.path.join(HERE, a) if a.endswith(".py") else a for a in argv)] for argv, _ in cases]
-    done = []
-    for i in range(0, len(argvs), 4):   # four at a time: each is a fresh Python that imports torch
-        procs = [subprocess.Popen(a, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for a in argvs[i:i + 4]]
-        done += [(p.wait(timeout=120), *p.communicate()) for p in procs]
-        alive(f"bad inputs: {len(done)} of {len(cases)}")
-    for (argv, message), (rc, out, err) in zip(cases, done):
-        lines = err.strip().splitlines()
-        assert rc != 0 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
+    run = functools.partial(subprocess.run, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:   # four at a time: each is a fresh Python importing torch
+        for i, ((argv, message), r) in enumerate(zip(cases, pool.map(run, argvs))):
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+                (argv, r.stderr)
+            if i % 4 == 3:
+                alive(f"bad inputs: {i + 1} of {len(cases)}")
     assert open(ckpt, "rb").read() == before and not (tmp_path / "new.pt").exists()
     assert not (tmp_path / "runs").exists()   # checking where to write made no folder
     assert not (tmp_path / "data" / "twoRoom-30px").exists()
