@@ -78,13 +78,13 @@ if __name__ == "__main__":
     device, use_compile, use_bf16 = args.device, args.compile, args.bf16
     if use_compile is None:   # on a CPU
         use_compile = use_bf16 and args.policy == "model" and args.episodes >= 10   # pays back from 10 episodes (README)
-    given = lambda *flags: [f"--{f}" for f in flags if getattr(args, f) is not None]
-    if given("small", "img", "patch") and not args.bench:   # flags that would do nothing are refused, not ignored
-        raise sj.InputError(f"{given('small', 'img', 'patch')[0]} is for --bench only (a plan takes the model's "
-                            "size from its checkpoint): drop it")
-    if given("samples", "elites", "iters") and args.policy == "random" and not args.bench:
-        raise sj.InputError(f"{given('samples', 'elites', 'iters')[0]} sets the CEM search, which --policy random "
-                            "does not run: drop it")
+    bench_only, cem_flags = ([f"--{f}" for f in flags if getattr(args, f) is not None]
+                             for flags in (("small", "img", "patch"), ("samples", "elites", "iters")))
+    if bench_only and not args.bench:   # flags that would do nothing are refused, not ignored
+        raise sj.InputError(f"{bench_only[0]} is for --bench only (a plan takes the model's size from its checkpoint): "
+                            "drop it")
+    if cem_flags and args.policy == "random" and not args.bench:
+        raise sj.InputError(f"{cem_flags[0]} sets the CEM search, which --policy random does not run: drop it")
     if args.png and not args.png.lower().endswith(".png"):
         raise sj.InputError(f"--png {args.png}: the filmstrip is a PNG image; pass a file's name ending in .png")
     cem_kwargs = dict(samples=args.samples or 300, elites=args.elites or 30, iters=args.iters or 30)
